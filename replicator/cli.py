@@ -1,0 +1,96 @@
+"""Command line: ``replicator run | sync | status -c FILE``.
+
+Exit codes: 0 success, 1 work not (yet) verified, 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from . import logs
+from .config import Config
+from .errors import ConfigError
+from .journal import Journal
+from .service import Service
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="replicator", description=(
+        "Keep three regional copies of an S3 bucket: copy every change, prove every copy."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run the daemon until SIGTERM/SIGINT"),
+                       ("sync", "one pass: replicate what differs, exit 0 when all is verified"),
+                       ("status", "backlog and failures per region, from the journal")):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("-c", "--config", required=True, help="YAML configuration file")
+        cmd.add_argument("--log-format", choices=("plain", "json"), default="plain")
+        cmd.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.setup(args.log_format, args.log_level)
+    try:
+        config = Config.load(args.config)
+    except ConfigError as exc:
+        print(f"replicator: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    command = {"run": _run, "sync": _sync, "status": _status}[args.command]
+    return asyncio.run(command(config))
+
+
+async def _run(config: Config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Service(config) as service:
+        await service.run(stop)
+    return EXIT_OK
+
+
+async def _sync(config: Config) -> int:
+    async with Service(config) as service:
+        complete = await service.sync()
+        tally = service.scheduler.tally
+        backlog = await service.journal.backlog(list(service.regions))
+    print(f"{'region':<20} {'copied':>8} {'skipped':>8} {'deleted':>8} {'failed':>8} {'MiB':>10}")
+    for row in backlog:
+        t = tally[row.region]
+        print(f"{row.region:<20} {t['copied']:>8} {t['skipped']:>8} {t['deleted']:>8} "
+              f"{row.failed + row.pending:>8} {t['bytes'] / 2**20:>10.1f}")
+    print("all regions verified" if complete else "NOT complete: see `replicator status`")
+    return EXIT_OK if complete else EXIT_INCOMPLETE
+
+
+async def _status(config: Config) -> int:
+    if not config.journal.path.exists():
+        print(f"no journal at {config.journal.path}: nothing has run yet")
+        return EXIT_OK
+    journal = await Journal(config.journal.path).open()
+    try:
+        regions = [r.name for r in config.regions]
+        now = time.time()
+        print(f"{'region':<20} {'pending':>8} {'failed':>8} {'MiB':>10} {'oldest':>10}")
+        for row in await journal.backlog(regions):
+            oldest = f"{now - row.oldest_seen:.0f}s" if row.oldest_seen else "-"
+            print(f"{row.region:<20} {row.pending:>8} {row.failed:>8} "
+                  f"{(row.bytes or 0) / 2**20:>10.1f} {oldest:>10}")
+        failures = await journal.failures()
+        if failures:
+            print("\nitems with errors (region, key, state, attempts, reason: last error):")
+        for item in failures:
+            print(f"  {item.region}  {item.change.key!r}  {item.state}  {item.attempts}  "
+                  f"{item.reason}: {item.error}")
+        busy = any(r.pending or r.failed for r in await journal.backlog(regions))
+    finally:
+        await journal.close()
+    return EXIT_INCOMPLETE if busy else EXIT_OK

@@ -1,0 +1,221 @@
+"""The configuration file: one YAML document, validated into a frozen model.
+
+``Config.load(path)`` is the only way in. Strings may reference environment
+variables as ``${NAME}`` so that secrets never have to be written in the file.
+Every error names the field path and the problem, e.g.
+``regions[2].endpoint_url: invalid URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _parse_size(value: Any) -> Any:
+    """Accept sizes as bytes (``8388608``) or with a unit (``8MiB``, ``64 MB``)."""
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if not match:
+            raise ValueError("not a size: use bytes or a unit such as 8MiB")
+        return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+    return value
+
+
+def _check_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("invalid URL")
+    try:
+        parsed.port
+    except ValueError:
+        raise ValueError("invalid URL") from None
+    return value.rstrip("/")
+
+
+def _check_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:9108")
+    return value
+
+
+Size = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
+Url = Annotated[str | None, AfterValidator(_check_url)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Credentials(_Model):
+    """Where a client's credentials come from; omit for the standard AWS chain."""
+
+    profile: str | None = Field(None, description="named profile from ~/.aws/config")
+    access_key_id: str | None = Field(None, description="access key id, usually ${ENV_VAR}")
+    secret_access_key: str | None = Field(None, description="secret key, usually ${ENV_VAR}")
+    session_token: str | None = Field(None, description="session token for temporary credentials")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Credentials:
+        keys = (self.access_key_id, self.secret_access_key)
+        if self.profile and any(keys):
+            raise ValueError("give either profile or access keys, not both")
+        if any(keys) and not all(keys):
+            raise ValueError("access_key_id and secret_access_key go together")
+        return self
+
+
+class Endpoint(_Model):
+    """A bucket on an S3 endpoint."""
+
+    bucket: str = Field(min_length=3, max_length=63, description="bucket name")
+    endpoint_url: Url = Field(None, description="S3 endpoint; omit for AWS")
+    region: str = Field("us-east-1", description="signing region of the endpoint")
+    credentials: Credentials | None = Field(None, description="omit for the AWS chain")
+
+
+class Source(Endpoint):
+    """The bucket that is watched."""
+
+
+class Region(Endpoint):
+    """One regional copy."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="label in logs and metrics")
+    storage_class: str | None = Field(None, description="storage class of replicas, e.g. STANDARD_IA")
+
+
+class Replication(_Model):
+    include_prefixes: tuple[str, ...] = Field((), description="replicate only keys under these")
+    exclude_prefixes: tuple[str, ...] = Field((), description="never replicate keys under these")
+    replicate_deletes: bool = Field(True, description="delete replicas of keys deleted at the source")
+    concurrency: int = Field(16, ge=1, le=1024, description="objects copied at once")
+    multipart_threshold: Size = Field(64 * 2**20, description="objects larger than this go multipart")
+    part_size: Size = Field(16 * 2**20, description="multipart part size (S3 needs >= 5MiB)")
+    parts_in_flight: int = Field(4, ge=1, le=64, description="parts of one object buffered at once")
+    checksum_algorithm: Literal["sha256", "sha1", "crc32"] = Field(
+        "sha256", description="additional checksum sent with every write")
+
+    def wants(self, key: str) -> bool:
+        """Whether a key is in scope for replication."""
+        if self.include_prefixes and not key.startswith(self.include_prefixes):
+            return False
+        return not key.startswith(self.exclude_prefixes) if self.exclude_prefixes else True
+
+
+class Feed(_Model):
+    kind: Literal["poll"] = Field("poll", description="how changes are found")
+    poll_interval: float = Field(30.0, gt=0, description="seconds between source listings")
+
+
+class Journal(_Model):
+    path: Path = Field(Path("replicator.db"), description="SQLite file of pending work")
+
+
+class Retry(_Model):
+    request_attempts: int = Field(4, ge=1, le=20, description="tries of one request")
+    request_backoff: float = Field(0.2, gt=0, description="first back-off between tries, seconds")
+    request_backoff_max: float = Field(10.0, gt=0, description="longest back-off between tries")
+    item_attempts: int = Field(8, ge=1, description="copies of one item before it is marked failed")
+    item_backoff: float = Field(2.0, gt=0, description="first delay before an item is retried")
+    item_backoff_max: float = Field(300.0, gt=0, description="longest delay between item retries")
+    failed_interval: float = Field(900.0, gt=0, description="how often failed items are tried again")
+
+
+class Http(_Model):
+    listen: Annotated[str, AfterValidator(_check_listen)] = Field(
+        "127.0.0.1:9108", description="address of /metrics, /healthz, /readyz, /status")
+
+
+class Config(_Model):
+    source: Source
+    regions: tuple[Region, ...] = Field(min_length=1, description="the copies; three in production")
+    replication: Replication = Replication()
+    feed: Feed = Feed()
+    journal: Journal = Journal()
+    retry: Retry = Retry()
+    http: Http = Http()
+    shutdown_grace: float = Field(30.0, ge=0, description="seconds to finish copies on SIGTERM")
+
+    @model_validator(mode="after")
+    def _unique_regions(self) -> Config:
+        seen: set[str] = set()
+        for region in self.regions:
+            if region.name in seen:
+                raise ValueError(f"region name {region.name!r} is used twice")
+            seen.add(region.name)
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        """Read, expand ``${VAR}`` references and validate; raise ConfigError."""
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        return cls.parse(_expand(raw, ()), origin=str(path))
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], origin: str = "config") -> Config:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"{origin}: {_field_path(first['loc'])}: {_message(first)}") from None
+
+
+def _expand(value: Any, path: tuple[Any, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, (*path, i)) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{_field_path(path)}: environment variable {name} is not set")
+            return os.environ[name]
+        return _ENV_REF.sub(lookup, value)
+    return value
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(error: Any) -> str:
+    msg = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    return msg.removeprefix("Value error, ")

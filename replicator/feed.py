@@ -1,0 +1,74 @@
+"""The poll feed: list the source on an interval, diff against the last listing.
+
+A listing is staged page by page in the journal (never held in memory) and
+only adopted once it is complete, so a listing that fails part-way yields
+nothing at all — never a mass delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from .config import Replication
+from .errors import ReplicatorError
+from .journal import Diff, Journal
+from .s3 import Listed, ObjectStore
+
+log = logging.getLogger(__name__)
+
+PAGE = 1000
+
+
+class PollFeed:
+    """Turns successive source listings into journal rows."""
+
+    def __init__(self, source: ObjectStore, journal: Journal, regions: list[str],
+                 options: Replication, *, interval: float, on_changes: Callable[[], None]) -> None:
+        self.source = source
+        self.journal = journal
+        self.regions = regions
+        self.options = options
+        self.interval = interval
+        self.on_changes = on_changes
+        self._last_error: str | None = None
+
+    async def poll_once(self) -> Diff:
+        """List the whole source and queue every difference; raise if the listing fails."""
+        await self.journal.begin_listing()
+        try:
+            for prefix in self.options.include_prefixes or ("",):
+                batch: list[Listed] = []
+                async for entry in self.source.list(prefix):
+                    batch.append(entry)
+                    if len(batch) >= PAGE:
+                        await self.journal.stage(batch)
+                        batch = []
+                await self.journal.stage(batch)
+        except BaseException:
+            await asyncio.shield(self.journal.abandon_listing())
+            raise
+        diff = await self.journal.commit_listing(self.regions, self.options.wants,
+                                                 self.options.replicate_deletes)
+        if diff.puts or diff.deletes:
+            log.info("source listing: %d objects, %d to copy, %d to delete",
+                     diff.listed, diff.puts, diff.deletes)
+            self.on_changes()
+        return diff
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.poll_once()
+                if self._last_error:
+                    log.info("source listing works again")
+                self._last_error = None
+            except ReplicatorError as exc:
+                if str(exc) != self._last_error:  # report a cause once, not every interval
+                    log.error("source listing failed, nothing changed: %s", exc)
+                self._last_error = str(exc)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+            except TimeoutError:
+                pass

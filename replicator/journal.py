@@ -1,0 +1,293 @@
+"""The journal: durable pending work in SQLite (WAL).
+
+It holds the last complete source listing and one row per (key, region) that
+is not yet verified. A change is written here before any copy starts, and a
+row leaves only when its copy is proven, so a kill -9 at any instant loses
+nothing. All SQLite work runs on one private thread: the event loop never
+blocks on disk, and the connection is never shared between threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .model import Change, Kind
+from .s3 import Listed
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS listing (
+    key TEXT PRIMARY KEY, etag TEXT NOT NULL, size INTEGER NOT NULL, last_modified REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS listing_new (
+    key TEXT PRIMARY KEY, etag TEXT NOT NULL, size INTEGER NOT NULL, last_modified REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    key TEXT NOT NULL,
+    region TEXT NOT NULL,
+    kind TEXT NOT NULL,              -- put | delete
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    last_modified REAL NOT NULL,     -- source write time (delete: when it was seen gone)
+    version_id TEXT,
+    seen_at REAL NOT NULL,           -- when the oldest unreplicated change was noticed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',   -- pending | failed
+    reason TEXT,
+    error TEXT,
+    PRIMARY KEY (key, region)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pending_next_try ON pending (next_try);
+CREATE TABLE IF NOT EXISTS uploads (
+    region TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL, started REAL NOT NULL,
+    PRIMARY KEY (region, upload_id)
+);
+"""
+
+_UPSERT = """
+INSERT INTO pending (key, region, kind, etag, size, last_modified, version_id, seen_at, next_try)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key, region) DO UPDATE SET
+    kind = excluded.kind, etag = excluded.etag, size = excluded.size,
+    last_modified = excluded.last_modified, version_id = excluded.version_id,
+    seen_at = min(pending.seen_at, excluded.seen_at), attempts = 0,
+    next_try = excluded.next_try, state = 'pending', reason = NULL, error = NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One (key, region) row that is not yet verified."""
+
+    change: Change
+    region: str
+    attempts: int
+    state: str
+    next_try: float
+    reason: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """What one complete listing changed."""
+
+    puts: int
+    deletes: int
+    listed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegionBacklog:
+    region: str
+    pending: int
+    failed: int
+    bytes: int
+    oldest_seen: float | None
+
+
+class Journal:
+    """Async front of the SQLite journal; every method runs on the journal's thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "journal is not open"
+        return self._db
+
+    async def open(self) -> Journal:
+        def connect() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL survives a process crash in WAL mode; after a power loss the
+            # last transactions may be redone, which every write here tolerates.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            db.executescript(SCHEMA)
+            self._db = db
+        await self._run(connect)
+        return self
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self.db.close)
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+    # -- the listing ---------------------------------------------------------
+
+    async def begin_listing(self) -> None:
+        await self._run(self.db.execute, "DELETE FROM listing_new")
+
+    async def stage(self, entries: list[Listed]) -> None:
+        """Keep one page of a listing in progress (not yet trusted)."""
+        def insert() -> None:
+            with self._tx():
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO listing_new VALUES (?, ?, ?, ?)",
+                    [(e.key, e.etag, e.size, e.last_modified) for e in entries])
+        await self._run(insert)
+
+    async def commit_listing(self, regions: list[str], wants: Callable[[str], bool],
+                             replicate_deletes: bool) -> Diff:
+        """Adopt the staged listing as complete, queueing every difference for every region.
+
+        Only a listing that finished is committed, so a listing that fails part-way
+        never turns into deletes.
+        """
+        def commit() -> Diff:
+            now = time.time()
+            db = self.db
+            with self._tx():
+                puts = deletes = 0
+                for key, etag, size, mtime in db.execute(
+                        "SELECT n.key, n.etag, n.size, n.last_modified FROM listing_new n "
+                        "LEFT JOIN listing o ON o.key = n.key "
+                        "WHERE o.key IS NULL OR o.etag != n.etag OR o.size != n.size"):
+                    if wants(key):
+                        puts += 1
+                        db.executemany(_UPSERT, [(key, r, Kind.PUT.value, etag, size, mtime, None,
+                                                  now, now) for r in regions])
+                if replicate_deletes:
+                    for (key,) in db.execute(
+                            "SELECT o.key FROM listing o LEFT JOIN listing_new n ON n.key = o.key "
+                            "WHERE n.key IS NULL"):
+                        if wants(key):
+                            deletes += 1
+                            db.executemany(_UPSERT, [(key, r, Kind.DELETE.value, "", 0, now, None,
+                                                      now, now) for r in regions])
+                listed = db.execute("SELECT count(*) FROM listing_new").fetchone()[0]
+                db.execute("DROP TABLE listing")
+                db.execute("ALTER TABLE listing_new RENAME TO listing")
+                db.execute("CREATE TABLE listing_new (key TEXT PRIMARY KEY, etag TEXT NOT NULL, "
+                           "size INTEGER NOT NULL, last_modified REAL NOT NULL) WITHOUT ROWID")
+            return Diff(puts, deletes, listed)
+        return await self._run(commit)
+
+    async def abandon_listing(self) -> None:
+        await self.begin_listing()
+
+    # -- pending work ----------------------------------------------------------
+
+    async def enqueue(self, change: Change, regions: Iterable[str]) -> None:
+        """Queue a change for regions, replacing any older pending change of that key."""
+        rows = [(change.key, r, change.kind.value, change.etag, change.size, change.last_modified,
+                 change.version_id, change.seen_at or time.time(), time.time()) for r in regions]
+
+        def upsert() -> None:
+            with self._tx():
+                self.db.executemany(_UPSERT, rows)
+        await self._run(upsert)
+
+    async def due(self, now: float, limit: int, busy: set[str]) -> list[Pending]:
+        """Rows whose next try has come, oldest first, skipping keys being copied now."""
+        def select() -> list[Pending]:
+            rows = self.db.execute("SELECT * FROM pending WHERE next_try <= ? ORDER BY next_try "
+                                   "LIMIT ?", (now, limit + len(busy))).fetchall()
+            return [p for p in map(_pending, rows) if p.change.key not in busy][:limit]
+        return await self._run(select)
+
+    async def next_try(self) -> float | None:
+        return await self._run(lambda: self.db.execute("SELECT min(next_try) FROM pending").fetchone()[0])
+
+    async def finish(self, row: Pending) -> bool:
+        """Remove a verified row, unless a newer change of that key replaced it meanwhile."""
+        def delete() -> bool:
+            with self._tx():
+                cur = self.db.execute(
+                    "DELETE FROM pending WHERE key = ? AND region = ? AND kind = ? AND etag = ?",
+                    (row.change.key, row.region, row.change.kind.value, row.change.etag))
+            return cur.rowcount > 0
+        return await self._run(delete)
+
+    async def postpone(self, row: Pending, *, reason: str, error: str, next_try: float,
+                       failed: bool) -> None:
+        """Record a failed attempt; the row stays, to be tried again at ``next_try``."""
+        def update() -> None:
+            with self._tx():
+                self.db.execute(
+                    "UPDATE pending SET attempts = attempts + 1, next_try = ?, state = ?, "
+                    "reason = ?, error = ? WHERE key = ? AND region = ? AND kind = ? AND etag = ?",
+                    (next_try, "failed" if failed else "pending", reason, error[:2000],
+                     row.change.key, row.region, row.change.kind.value, row.change.etag))
+        await self._run(update)
+
+    async def count(self, *, state: str | None = None) -> int:
+        sql, args = "SELECT count(*) FROM pending", ()
+        if state:
+            sql, args = sql + " WHERE state = ?", (state,)
+        return await self._run(lambda: self.db.execute(sql, args).fetchone()[0])
+
+    async def backlog(self, regions: list[str]) -> list[RegionBacklog]:
+        def select() -> list[RegionBacklog]:
+            found = {r[0]: r for r in self.db.execute(
+                "SELECT region, sum(state = 'pending'), sum(state = 'failed'), sum(size), "
+                "min(seen_at) FROM pending GROUP BY region")}
+            return [RegionBacklog(r, *(found[r][1:] if r in found else (0, 0, 0, None)))
+                    for r in regions]
+        return await self._run(select)
+
+    async def failures(self, limit: int = 100) -> list[Pending]:
+        return await self._run(lambda: [_pending(r) for r in self.db.execute(
+            "SELECT * FROM pending WHERE reason IS NOT NULL ORDER BY region, key LIMIT ?", (limit,))])
+
+    # -- multipart uploads in progress ----------------------------------------
+
+    async def record_upload(self, region: str, key: str, upload_id: str) -> None:
+        def insert() -> None:
+            with self._tx():
+                self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?)",
+                                (region, key, upload_id, time.time()))
+        await self._run(insert)
+
+    async def forget_upload(self, region: str, upload_id: str) -> None:
+        def delete() -> None:
+            with self._tx():
+                self.db.execute("DELETE FROM uploads WHERE region = ? AND upload_id = ?",
+                                (region, upload_id))
+        await self._run(delete)
+
+    async def uploads(self) -> list[tuple[str, str, str]]:
+        return await self._run(lambda: self.db.execute(
+            "SELECT region, key, upload_id FROM uploads").fetchall())
+
+    async def pending_keys(self, region: str) -> set[str]:
+        return await self._run(lambda: {k for (k,) in self.db.execute(
+            "SELECT key FROM pending WHERE region = ?", (region,))})
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One transaction: committed on success, rolled back on any error."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+
+def _pending(row: tuple[Any, ...]) -> Pending:
+    (key, region, kind, etag, size, mtime, version_id, seen_at, attempts, next_try, state,
+     reason, error) = row
+    change = Change(key=key, kind=Kind(kind), etag=etag, size=size, last_modified=mtime,
+                    version_id=version_id, seen_at=seen_at)
+    return Pending(change, region, attempts, state, next_try, reason, error)

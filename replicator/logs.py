@@ -1,0 +1,38 @@
+"""Logging: one fixed line shape, plain for people or JSON for log pipelines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+#: ``extra=`` fields that JSON lines carry as their own keys.
+FIELDS = ("op", "key", "region", "bytes", "duration", "outcome", "reason")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update({f: getattr(record, f) for f in FIELDS if getattr(record, f, None) is not None})
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup(fmt: str = "plain", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("botocore", "aiobotocore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,64 @@
+"""Typed values that flow between the pipeline stages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+#: User-metadata keys (sent as ``x-amz-meta-<key>``) that every replica carries,
+#: so that a copy can be recognised, skipped, and never overwritten by an older one.
+META_SOURCE_ETAG = "replicator-source-etag"
+META_SOURCE_MTIME = "replicator-source-last-modified"
+META_SOURCE_VERSION = "replicator-source-version-id"
+MARKER_KEYS = (META_SOURCE_ETAG, META_SOURCE_MTIME, META_SOURCE_VERSION)
+
+
+class Kind(str, enum.Enum):
+    PUT = "put"
+    DELETE = "delete"
+
+
+class Outcome(str, enum.Enum):
+    """What happened to one change in one region."""
+
+    COPIED = "copied"        # written and proven by checksum
+    SKIPPED = "skipped"      # the region already held this content (or newer)
+    DELETED = "deleted"      # replica removed (or already absent)
+    SUPERSEDED = "superseded"  # the source changed; a newer change replaces this one
+    FAILED = "failed"        # not done; stays in the journal with its reason
+
+
+DONE = frozenset({Outcome.COPIED, Outcome.SKIPPED, Outcome.DELETED, Outcome.SUPERSEDED})
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change of one source key: the newest known state of that key."""
+
+    key: str
+    kind: Kind
+    etag: str = ""
+    size: int = 0
+    last_modified: float = 0.0
+    version_id: str | None = None
+    seen_at: float = 0.0
+
+    @property
+    def multipart_etag(self) -> bool:
+        return "-" in self.etag
+
+
+@dataclass(frozen=True, slots=True)
+class RegionResult:
+    """The outcome of one change in one region."""
+
+    region: str
+    outcome: Outcome
+    nbytes: int = 0
+    reason: str | None = None
+    error: str | None = None
+    permanent: bool = False  # retrying soon will not help; wait for the cause to be fixed
+
+    @property
+    def done(self) -> bool:
+        return self.outcome in DONE

@@ -1,0 +1,357 @@
+"""The S3 adapter: the one place that talks to botocore.
+
+Everything the pipeline reads or writes goes through ``ObjectStore``, a narrow
+protocol, so the data path can move to a faster client later without touching
+the stages. botocore exceptions are translated into ``replicator.errors`` here
+and nowhere else; per-request retries (tenacity) also live here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlencode
+
+import aiohttp
+from aiobotocore.session import AioSession
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from . import errors
+from .config import Endpoint
+from .retry import RequestRetry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Content headers preserved on every replica (GetObject name == PutObject name).
+CONTENT_HEADERS = ("ContentType", "CacheControl", "ContentDisposition",
+                   "ContentEncoding", "ContentLanguage", "Expires")
+CHECKSUM_PARAM = {"sha256": "ChecksumSHA256", "sha1": "ChecksumSHA1", "crc32": "ChecksumCRC32"}
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One entry of a bucket listing."""
+
+    key: str
+    etag: str
+    size: int
+    last_modified: float
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What a HEAD or GET says about an object, minus the body."""
+
+    etag: str
+    size: int
+    last_modified: float
+    version_id: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
+    tag_count: int = 0
+    parts_count: int | None = None
+    etag_is_md5: bool = True  # false under SSE-KMS / SSE-C, whose etags are not digests
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a PUT, UploadPart or CompleteMultipartUpload returned."""
+
+    etag: str
+    checksum: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewObject:
+    """Everything a replica is created with, apart from its bytes."""
+
+    headers: dict[str, Any]
+    metadata: dict[str, str]
+    tags: dict[str, str]
+    storage_class: str | None = None
+
+
+class ObjectStore(Protocol):
+    """The operations replication needs from one bucket."""
+
+    name: str
+
+    async def check(self) -> None: ...
+    def list(self, prefix: str = "") -> AsyncIterator[Listed]: ...
+    async def head(self, key: str, part_number: int | None = None) -> Head | None: ...
+    async def get(self, key: str, *, if_match: str, first: int | None = None,
+                  last: int | None = None) -> tuple[Head, bytes]: ...
+    async def get_tags(self, key: str) -> dict[str, str]: ...
+    async def put(self, key: str, body: bytes, obj: NewObject, *, md5: str,
+                  checksum: tuple[str, str]) -> Written: ...
+    async def create_upload(self, key: str, obj: NewObject, algorithm: str) -> str: ...
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes, *,
+                          md5: str, checksum: tuple[str, str]) -> Written: ...
+    async def complete_upload(self, key: str, upload_id: str,
+                              parts: list[tuple[int, Written]], algorithm: str) -> Written: ...
+    async def abort_upload(self, key: str, upload_id: str) -> None: ...
+    async def open_uploads(self) -> list[tuple[str, str]]: ...
+    async def delete(self, key: str) -> None: ...
+
+
+def _etag(value: str) -> str:
+    return value.strip('"')
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+class S3Store:
+    """``ObjectStore`` on one bucket through a shared aiobotocore client."""
+
+    def __init__(self, name: str, client: Any, bucket: str, retry: RequestRetry) -> None:
+        self.name = name
+        self.bucket = bucket
+        self._client = client
+        self._retry = retry
+
+    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+        async def attempt() -> T:
+            with translated(self.name, op):
+                return await fn()
+        return await self._retry.call(attempt, label=f"{self.name} {op}")
+
+    async def check(self) -> None:
+        await self._call("HeadBucket", lambda: self._client.head_bucket(Bucket=self.bucket))
+
+    async def list(self, prefix: str = "") -> AsyncIterator[Listed]:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._call("ListObjectsV2", lambda: self._client.list_objects_v2(**kwargs))
+            for item in page.get("Contents", ()):
+                yield Listed(item["Key"], _etag(item["ETag"]), item["Size"], _ts(item["LastModified"]))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    async def head(self, key: str, part_number: int | None = None) -> Head | None:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if part_number is not None:
+            kwargs["PartNumber"] = part_number
+        try:
+            resp = await self._call("HeadObject", lambda: self._client.head_object(**kwargs))
+        except errors.NoSuchKey:
+            return None
+        return _head(resp)
+
+    async def get(self, key: str, *, if_match: str, first: int | None = None,
+                  last: int | None = None) -> tuple[Head, bytes]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "IfMatch": f'"{if_match}"'}
+        if first is not None:
+            kwargs["Range"] = f"bytes={first}-{last}"
+
+        async def fetch() -> tuple[Head, bytes]:
+            resp = await self._client.get_object(**kwargs)
+            async with resp["Body"] as body:
+                data = await body.read()
+            return _head(resp), data
+        return await self._call("GetObject", fetch)
+
+    async def get_tags(self, key: str) -> dict[str, str]:
+        resp = await self._call("GetObjectTagging",
+                                lambda: self._client.get_object_tagging(Bucket=self.bucket, Key=key))
+        return {t["Key"]: t["Value"] for t in resp.get("TagSet", ())}
+
+    def _create_args(self, key: str, obj: NewObject) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": obj.metadata}
+        kwargs.update({k: v for k, v in obj.headers.items() if v is not None})
+        if obj.tags:
+            kwargs["Tagging"] = urlencode(obj.tags)
+        if obj.storage_class:
+            kwargs["StorageClass"] = obj.storage_class
+        return kwargs
+
+    async def put(self, key: str, body: bytes, obj: NewObject, *, md5: str,
+                  checksum: tuple[str, str]) -> Written:
+        kwargs = self._create_args(key, obj)
+        kwargs.update(Body=body, ContentMD5=md5, **{CHECKSUM_PARAM[checksum[0]]: checksum[1]})
+        resp = await self._call("PutObject", lambda: self._client.put_object(**kwargs))
+        return Written(_etag(resp["ETag"]), resp.get(CHECKSUM_PARAM[checksum[0]]))
+
+    async def create_upload(self, key: str, obj: NewObject, algorithm: str) -> str:
+        kwargs = self._create_args(key, obj)
+        kwargs["ChecksumAlgorithm"] = algorithm.upper()
+        resp = await self._call("CreateMultipartUpload",
+                                lambda: self._client.create_multipart_upload(**kwargs))
+        return str(resp["UploadId"])
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes, *,
+                          md5: str, checksum: tuple[str, str]) -> Written:
+        param = CHECKSUM_PARAM[checksum[0]]
+        resp = await self._call("UploadPart", lambda: self._client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body,
+            ContentMD5=md5, **{param: checksum[1]}))
+        return Written(_etag(resp["ETag"]), resp.get(param))
+
+    async def complete_upload(self, key: str, upload_id: str,
+                              parts: list[tuple[int, Written]], algorithm: str) -> Written:
+        param = CHECKSUM_PARAM[algorithm]
+        listed = []
+        for number, written in parts:
+            entry: dict[str, Any] = {"PartNumber": number, "ETag": f'"{written.etag}"'}
+            if written.checksum:
+                entry[param] = written.checksum
+            listed.append(entry)
+        resp = await self._call("CompleteMultipartUpload", lambda: self._client.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}))
+        return Written(_etag(resp["ETag"]))
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        with contextlib.suppress(errors.NoSuchKey):
+            await self._call("AbortMultipartUpload", lambda: self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id))
+
+    async def open_uploads(self) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        while True:
+            page = await self._call("ListMultipartUploads",
+                                    lambda: self._client.list_multipart_uploads(**kwargs))
+            found += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", ())]
+            if not page.get("IsTruncated"):
+                return found
+            kwargs.update(KeyMarker=page["NextKeyMarker"], UploadIdMarker=page["NextUploadIdMarker"])
+
+    async def delete(self, key: str) -> None:
+        await self._call("DeleteObject", lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
+
+
+def _head(resp: dict[str, Any]) -> Head:
+    headers = {name: resp.get(name) for name in CONTENT_HEADERS}
+    if resp.get("ExpiresString") and headers["Expires"] is None:
+        headers["Expires"] = resp["ExpiresString"]
+    size = resp["ContentLength"]
+    if "ContentRange" in resp:
+        size = int(resp["ContentRange"].rpartition("/")[2])
+    return Head(
+        etag=_etag(resp["ETag"]), size=size, last_modified=_ts(resp["LastModified"]),
+        version_id=resp.get("VersionId"), metadata=dict(resp.get("Metadata", {})),
+        headers=headers, tag_count=int(resp.get("TagCount", 0) or 0),
+        parts_count=resp.get("PartsCount"),
+        etag_is_md5=resp.get("ServerSideEncryption") != "aws:kms" and not resp.get("SSECustomerAlgorithm"))
+
+
+_CODES: dict[str, type[errors.ReplicatorError]] = {
+    "NoSuchBucket": errors.NoSuchBucket,
+    "NoSuchKey": errors.NoSuchKey,
+    "404": errors.NoSuchKey,
+    "NoSuchUpload": errors.NoSuchKey,
+    "NotFound": errors.NoSuchKey,
+    "AccessDenied": errors.AccessDenied,
+    "403": errors.AccessDenied,
+    "InvalidAccessKeyId": errors.AccessDenied,
+    "SignatureDoesNotMatch": errors.AccessDenied,
+    "ExpiredToken": errors.AccessDenied,
+    "InvalidToken": errors.AccessDenied,
+    "PreconditionFailed": errors.SourceChanged,
+    "412": errors.SourceChanged,
+    "BadDigest": errors.ChecksumMismatch,
+    "InvalidDigest": errors.ChecksumMismatch,
+    "XAmzContentSHA256Mismatch": errors.ChecksumMismatch,
+}
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                   "TooManyRequests", "503", "429"}
+
+
+@contextlib.contextmanager
+def translated(store: str, op: str) -> Any:
+    """Turn whatever botocore or aiohttp raises into a ``ReplicatorError``."""
+    try:
+        yield
+    except ClientError as exc:
+        raise _from_client_error(store, op, exc) from exc
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise errors.AccessDenied(f"{store} {op}: no usable credentials: {exc}") from exc
+    except (BotoConnectionError, HTTPClientError, aiohttp.ClientError, asyncio.TimeoutError,
+            ConnectionError) as exc:
+        raise errors.TransientError(f"{store} {op}: {type(exc).__name__}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise errors.TransientError(f"{store} {op}: {exc}") from exc
+
+
+def _from_client_error(store: str, op: str, exc: ClientError) -> errors.ReplicatorError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    message = f"{store} {op}: {code or status}: {error.get('Message', '')}".rstrip(": ")
+    if code in _THROTTLE_CODES or status in (429, 503) and code not in _CODES:
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        return errors.Throttled(message, retry_after=_retry_after(headers.get("retry-after")))
+    if code in _CODES:
+        return _CODES[code](message)
+    if code == "RequestTimeTooSkewed":
+        return errors.PermanentError(message + " (fix the clock: run NTP)", reason="clock_skew")
+    if status >= 500 or code in ("InternalError", "RequestTimeout", "ServiceUnavailable"):
+        return errors.TransientError(message)
+    return errors.PermanentError(message, reason=_snake(code) or f"http_{status}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _snake(code: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in code).lstrip("_")
+
+
+class Clients:
+    """One aiobotocore client per distinct endpoint and credentials, created once."""
+
+    def __init__(self, pool_size: int) -> None:
+        self._stack = contextlib.AsyncExitStack()
+        self._clients: dict[tuple[Any, ...], Any] = {}
+        self._boto_config = BotoConfig(
+            max_pool_connections=pool_size,
+            retries={"total_max_attempts": 1},  # tenacity retries; botocore must not as well
+            request_checksum_calculation="when_required",  # we compute and send our own
+            response_checksum_validation="when_required",
+            connect_timeout=5, read_timeout=60, tcp_keepalive=True,
+            s3={"addressing_style": "path"},
+        )
+
+    async def client_for(self, endpoint: Endpoint) -> Any:
+        creds = endpoint.credentials
+        key = (endpoint.endpoint_url, endpoint.region, creds)
+        if key not in self._clients:
+            session = AioSession(profile=creds.profile if creds else None)
+            kwargs: dict[str, Any] = {}
+            if creds and creds.access_key_id:
+                kwargs = {"aws_access_key_id": creds.access_key_id,
+                          "aws_secret_access_key": creds.secret_access_key,
+                          "aws_session_token": creds.session_token}
+            config = self._boto_config
+            if endpoint.endpoint_url is None:
+                config = config.merge(BotoConfig(s3={"addressing_style": "auto"}))
+            self._clients[key] = await self._stack.enter_async_context(session.create_client(
+                "s3", endpoint_url=endpoint.endpoint_url, region_name=endpoint.region,
+                config=config, **kwargs))
+        return self._clients[key]
+
+    async def close(self) -> None:
+        await self._stack.aclose()

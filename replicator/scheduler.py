@@ -1,0 +1,173 @@
+"""The scheduler: takes due work from the journal and runs it, a bounded number at a time.
+
+The journal is the queue: nothing pending lives only in memory. One key is
+handled by one task at a time (so changes to a key apply in order), and the
+copier writes it to all regions that need it concurrently; each region's
+outcome is recorded on its own row, so a dead region never holds back the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+
+from .config import Retry
+from .copier import Copier
+from .journal import Journal, Pending
+from .model import Change, Kind, Outcome, RegionResult
+from .retry import item_delay
+from .s3 import ObjectStore
+
+log = logging.getLogger(__name__)
+
+#: Reasons that mean "the source moved on": look at it again instead of retrying blindly.
+SOURCE_MOVED = frozenset({"source_changed", "source_vanished"})
+#: Longest nap between looks at the journal when nothing is due.
+MAX_NAP = 5.0
+
+
+class Scheduler:
+    """Runs due journal rows through the copier and records every outcome."""
+
+    def __init__(self, journal: Journal, copier: Copier, source: ObjectStore, *,
+                 concurrency: int, retry: Retry, replicate_deletes: bool,
+                 wants: Callable[[str], bool]) -> None:
+        self.journal = journal
+        self.copier = copier
+        self.source = source
+        self.concurrency = concurrency
+        self.retry = retry
+        self.replicate_deletes = replicate_deletes
+        self.wants = wants
+        self.tally: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self._busy: set[str] = set()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New work may be due (the feed queued some, or a copy finished)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event, *, until_idle: bool = False,
+                  grace: float = 30.0) -> None:
+        """Dispatch until ``stop`` (or, with ``until_idle``, until nothing is pending)."""
+        tasks: set[asyncio.Task[None]] = set()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                free = self.concurrency - len(self._busy)
+                if free > 0:
+                    for key, rows in (await self._due(free)).items():
+                        self._busy.add(key)
+                        task = asyncio.create_task(self._handle(key, rows))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                if until_idle and not tasks and await self.journal.count(state="pending") == 0:
+                    return
+                await self._nap(stopping)
+            if tasks:
+                log.info("stopping: waiting up to %.0fs for %d copies in flight", grace, len(tasks))
+                await asyncio.wait(tasks, timeout=grace)
+        finally:
+            stopping.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, stopping, return_exceptions=True)
+
+    async def _due(self, free: int) -> dict[str, list[Pending]]:
+        rows = await self.journal.due(time.time(), limit=free * 8, busy=self._busy)
+        by_key: dict[str, list[Pending]] = {}
+        for row in rows:
+            if row.change.key in by_key or len(by_key) < free:
+                by_key.setdefault(row.change.key, []).append(row)
+        return by_key
+
+    async def _nap(self, stopping: asyncio.Task[bool]) -> None:
+        next_try = await self.journal.next_try()
+        timeout = MAX_NAP if next_try is None else min(MAX_NAP, max(0.0, next_try - time.time()))
+        if timeout <= 0 and len(self._busy) < self.concurrency:
+            return
+        waking = asyncio.create_task(self._wake.wait())
+        await asyncio.wait({waking, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waking.cancel()
+
+    async def _handle(self, key: str, rows: list[Pending]) -> None:
+        try:
+            groups: dict[Change, list[Pending]] = {}
+            for row in rows:
+                groups.setdefault(row.change, []).append(row)
+            for change, group in groups.items():
+                started = time.monotonic()
+                results = await self.copier.apply(change, [r.region for r in group])
+                elapsed = time.monotonic() - started
+                await asyncio.shield(self._record(change, group, results, elapsed))
+        except Exception:
+            log.exception("unexpected error handling key=%r; it stays in the journal", key)
+        finally:
+            self._busy.discard(key)
+            self.wake()
+
+    async def _record(self, change: Change, rows: list[Pending], results: list[RegionResult],
+                      elapsed: float) -> None:
+        moved = [row for row, res in zip(rows, results, strict=True) if res.reason in SOURCE_MOVED]
+        if moved and await self._refresh(change, moved):
+            rows_results = [(r, s) for r, s in zip(rows, results, strict=True) if r not in moved]
+        else:
+            rows_results = list(zip(rows, results, strict=True))
+        for row, result in rows_results:
+            self.tally[row.region][result.outcome.value] += 1
+            self.tally[row.region]["bytes"] += result.nbytes
+            _log_result(change, result, elapsed)
+            if result.done:
+                await self.journal.finish(row)
+                continue
+            attempts = row.attempts + 1
+            failed = result.permanent or attempts >= self.retry.item_attempts
+            delay = self.retry.failed_interval if failed else item_delay(self.retry, attempts)
+            await self.journal.postpone(row, reason=result.reason or "error",
+                                        error=result.error or "", next_try=time.time() + delay,
+                                        failed=failed)
+
+    async def _refresh(self, change: Change, rows: list[Pending]) -> bool:
+        """The source changed under a copy: queue what it holds now instead.
+
+        Returns False when the source still shows the planned change (so the
+        failure is recorded as an ordinary one, never retried in a hot loop).
+        """
+        try:
+            head = await self.source.head(change.key)
+        except Exception as exc:  # the source is unreachable: record the failure as it is
+            log.warning("key=%r: cannot re-read the source: %s", change.key, exc)
+            return False
+        now = time.time()
+        regions = [r.region for r in rows]
+        if head is not None:
+            if head.etag == change.etag and change.kind is Kind.PUT:
+                return False
+            await self.journal.enqueue(Change(change.key, Kind.PUT, head.etag, head.size,
+                                              head.last_modified, head.version_id, now), regions)
+        elif self.replicate_deletes and self.wants(change.key):
+            if change.kind is Kind.DELETE:
+                return False
+            await self.journal.enqueue(Change(change.key, Kind.DELETE, last_modified=now,
+                                              seen_at=now), regions)
+        else:
+            for row in rows:
+                await self.journal.finish(row)
+        log.info("key=%r changed at the source during the copy; queued its current state",
+                 change.key)
+        return True
+
+
+def _log_result(change: Change, result: RegionResult, elapsed: float) -> None:
+    level = logging.WARNING if result.outcome is Outcome.FAILED else logging.INFO
+    log.log(level, "%s key=%r region=%s bytes=%d duration=%.3fs outcome=%s%s",
+            change.kind.value, change.key, result.region, result.nbytes, elapsed,
+            result.outcome.value, f" reason={result.reason} error={result.error}"
+            if result.reason else "",
+            extra={"key": change.key, "region": result.region, "bytes": result.nbytes,
+                   "duration": round(elapsed, 3), "outcome": result.outcome.value,
+                   "op": change.kind.value, "reason": result.reason})

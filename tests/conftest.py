@@ -1,0 +1,156 @@
+"""Shared fixtures: real moto servers (one process per endpoint) and per-test buckets."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from botocore.config import Config as BotoConfig
+
+from dev.motostack import MotoServer
+from replicator.config import Config
+
+REGIONS = ("r1", "r2", "r3")
+#: Small parts so multipart paths run on small objects (moto's minimum is lowered to match).
+PART = 300
+THRESHOLD = 256
+MOTO_ENV = {"S3_UPLOAD_PART_MIN_SIZE": "256"}
+CREDS = {"access_key_id": "testing", "secret_access_key": "testing"}
+
+
+def s3_client(endpoint: str) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        config=BotoConfig(retries={"total_max_attempts": 1},
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, MotoServer]]:
+    logs = tmp_path_factory.mktemp("moto-logs")
+    started: dict[str, MotoServer] = {}
+    try:
+        for name in ("source", *REGIONS):
+            started[name] = MotoServer.start(env=MOTO_ENV, log=logs / f"{name}.log")
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@dataclass
+class World:
+    """One test's buckets on the shared servers, and a config that points at them."""
+
+    tmp: Path
+    endpoints: dict[str, str]
+    buckets: dict[str, str]
+    clients: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.clients = {name: s3_client(url) for name, url in self.endpoints.items()}
+
+    @property
+    def source(self) -> Any:
+        return self.clients["source"]
+
+    def raw_config(self, **overrides: Any) -> dict[str, Any]:
+        def endpoint(name: str) -> dict[str, Any]:
+            return {"bucket": self.buckets[name], "endpoint_url": self.endpoints[name],
+                    "region": "us-east-1", "credentials": CREDS}
+        raw: dict[str, Any] = {
+            "source": endpoint("source"),
+            "regions": [{"name": r, **endpoint(r)} for r in REGIONS],
+            "replication": {"concurrency": 8, "multipart_threshold": THRESHOLD, "part_size": PART,
+                            "parts_in_flight": 2},
+            "feed": {"poll_interval": 0.2},
+            "journal": {"path": str(self.tmp / "journal.db")},
+            "retry": {"request_attempts": 2, "request_backoff": 0.05, "request_backoff_max": 0.2,
+                      "item_attempts": 50, "item_backoff": 0.2, "item_backoff_max": 0.5,
+                      "failed_interval": 1},
+            "shutdown_grace": 5,
+        }
+        for dotted, value in overrides.items():
+            *parents, leaf = dotted.split("__")
+            node = raw
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return raw
+
+    def config(self, **overrides: Any) -> Config:
+        return Config.parse(self.raw_config(**overrides))
+
+    def config_file(self, **overrides: Any) -> Path:
+        path = self.tmp / "config.yaml"
+        path.write_text(yaml.safe_dump(self.raw_config(**overrides), allow_unicode=True))
+        return path
+
+    def put(self, key: str, body: bytes, **kwargs: Any) -> str:
+        return str(self.source.put_object(Bucket=self.buckets["source"], Key=key, Body=body,
+                                          **kwargs)["ETag"]).strip('"')
+
+    def objects(self, name: str) -> dict[str, str]:
+        """Every key in one bucket with the md5 of its bytes (read back, not the etag)."""
+        client, bucket = self.clients[name], self.buckets[name]
+        out = {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", ()):
+                body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                out[item["Key"]] = hashlib.md5(body).hexdigest()
+        return out
+
+    def converged(self) -> bool:
+        """Every region holds exactly the source's keys with identical bytes."""
+        want = self.objects("source")
+        return all(self.objects(r) == want for r in REGIONS)
+
+    def open_uploads(self) -> dict[str, list[str]]:
+        return {r: [u["Key"] for u in self.clients[r].list_multipart_uploads(
+            Bucket=self.buckets[r]).get("Uploads", ())] for r in REGIONS}
+
+
+@pytest.fixture
+def world(servers: dict[str, MotoServer], tmp_path: Path) -> World:
+    tag = uuid.uuid4().hex[:10]
+    buckets = {name: f"t-{tag}-{name}" for name in servers}
+    w = World(tmp_path, {n: s.endpoint for n, s in servers.items()}, buckets)
+    for name, client in w.clients.items():
+        client.create_bucket(Bucket=buckets[name])
+    return w
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    """``wait_for`` for async tests: the (blocking) predicate runs off the event loop."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
