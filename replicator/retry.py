@@ -27,7 +27,7 @@ class _honour_retry_after(wait_base):
     """Exponential back-off with jitter, but never shorter than a Retry-After."""
 
     def __init__(self, initial: float, maximum: float) -> None:
-        self._backoff = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+        self._backoff = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
 
     def __call__(self, state: RetryCallState) -> float:
         delay = self._backoff(state)

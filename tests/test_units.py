@@ -1,0 +1,150 @@
+"""Pure pieces: checksums, the replica rule, retry policy, and the journal's bookkeeping."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import zlib
+from pathlib import Path
+
+import pytest
+
+from replicator import errors
+from replicator.config import Retry
+from replicator.copier import replica_is_current
+from replicator.journal import Journal
+from replicator.model import META_SOURCE_ETAG, META_SOURCE_MTIME, Change, Kind
+from replicator.retry import RequestRetry, item_delay
+from replicator.s3 import Head, Listed, Written
+from replicator.verifier import check_source, check_written, composite_etag, digest
+
+
+@pytest.mark.parametrize(("algorithm", "expected"), [
+    ("sha256", base64.b64encode(hashlib.sha256(b"abc").digest()).decode()),
+    ("sha1", base64.b64encode(hashlib.sha1(b"abc").digest()).decode()),
+    ("crc32", base64.b64encode(zlib.crc32(b"abc").to_bytes(4, "big")).decode()),
+])
+def test_digest(algorithm: str, expected: str) -> None:
+    d = digest(b"abc", algorithm)
+    assert d.md5_hex == hashlib.md5(b"abc").hexdigest()
+    assert d.header == (algorithm, expected)
+
+
+def test_composite_etag_matches_s3s_rule() -> None:
+    parts = [hashlib.md5(b"a").digest(), hashlib.md5(b"b").digest()]
+    assert composite_etag(parts) == hashlib.md5(parts[0] + parts[1]).hexdigest() + "-2"
+
+
+def test_written_bytes_must_match_what_was_sent() -> None:
+    sent = digest(b"payload", "sha256")
+    check_written("k", sent, Written(sent.md5_hex, sent.checksum))
+    check_written("k", sent, Written(sent.md5_hex, None))  # endpoints that echo no checksum
+    with pytest.raises(errors.ChecksumMismatch, match="corrupted on transfer"):
+        check_written("k", sent, Written(hashlib.md5(b"paylaod").hexdigest()))
+    with pytest.raises(errors.ChecksumMismatch):
+        check_written("k", sent, Written(sent.md5_hex, "AAAA"))
+    with pytest.raises(errors.ChecksumMismatch, match="corrupted on read"):
+        check_source("k", "abc", "abd")
+
+
+def _head(etag: str, marker: str | None, mtime: float = 100.0, size: int = 5) -> Head:
+    meta = {} if marker is None else {META_SOURCE_ETAG: marker, META_SOURCE_MTIME: f"{mtime:.3f}"}
+    return Head(etag=etag, size=size, last_modified=0.0, metadata=meta)
+
+
+def test_replica_rule() -> None:
+    change = Change("k", Kind.PUT, etag="e1", size=5, last_modified=100.0)
+    assert not replica_is_current(change, None)
+    assert replica_is_current(change, _head("e1", "e1"))
+    assert replica_is_current(change, _head("abc-2", "e1"))           # our multipart copy
+    assert not replica_is_current(change, _head("bad", "e1"))         # corrupt single-part copy
+    assert not replica_is_current(change, _head("e1", "e1", size=4))
+    assert not replica_is_current(change, _head("e0", "e0", mtime=99.0))  # older: overwrite
+    assert replica_is_current(change, _head("e2", "e2", mtime=101.0))     # newer: never overwrite
+    assert not replica_is_current(change, _head("e1", None))          # not ours: copy with markers
+
+
+async def test_request_retry_backs_off_on_retryable_and_honours_retry_after() -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    policy = Retry(request_attempts=4, request_backoff=0.1, request_backoff_max=1.0)
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise errors.Throttled("slow down", retry_after=5)
+        if calls < 4:
+            raise errors.TransientError("reset")
+        return "ok"
+
+    assert await RequestRetry(policy, sleep=sleep).call(flaky, label="t") == "ok"
+    assert len(slept) == 3 and slept[0] >= 5
+    assert all(0.1 <= s <= 1.0 + 0.1 for s in slept[1:])
+
+
+async def test_request_retry_fails_fast_on_permanent_errors() -> None:
+    calls = 0
+
+    async def denied() -> None:
+        nonlocal calls
+        calls += 1
+        raise errors.AccessDenied("no")
+
+    with pytest.raises(errors.AccessDenied):
+        await RequestRetry(Retry()).call(denied, label="t")
+    assert calls == 1
+
+
+def test_item_delay_grows_then_settles_on_the_failed_interval() -> None:
+    policy = Retry(item_attempts=5, item_backoff=2, item_backoff_max=10, failed_interval=900)
+    rng = random.Random(1)
+    delays = [item_delay(policy, n, rng) for n in range(1, 6)]
+    bounds = [(1, 2), (2, 4), (4, 8), (5, 10)]
+    assert all(lo <= d <= hi for d, (lo, hi) in zip(delays, bounds, strict=False))
+    assert delays[-1] == 900
+
+
+async def test_journal_diffs_listings_and_only_removes_the_change_it_verified(tmp_path: Path) -> None:
+    journal = await Journal(tmp_path / "j.db").open()
+    try:
+        regions = ["a", "b"]
+        await journal.begin_listing()
+        await journal.stage([Listed("k1", "e1", 1, 10.0), Listed("k2", "e2", 2, 10.0)])
+        diff = await journal.commit_listing(regions, lambda k: True, True)
+        assert (diff.puts, diff.deletes, diff.listed) == (2, 0, 2)
+        assert await journal.count() == 4
+
+        # A newer change of k1 arrives while the old one is being copied.
+        old = next(p for p in await journal.due(1e12, 10, set()) if p.change.key == "k1")
+        await journal.begin_listing()
+        await journal.stage([Listed("k1", "e1b", 1, 11.0), Listed("k2", "e2", 2, 10.0)])
+        assert (await journal.commit_listing(regions, lambda k: True, True)).puts == 1
+        assert not await journal.finish(old)  # the newer change stays queued
+        rows = {(p.change.key, p.region): p.change.etag for p in await journal.due(1e12, 10, set())}
+        assert rows[("k1", "a")] == "e1b"
+
+        # A listing that never completes changes nothing; a complete one without k2 deletes it.
+        await journal.begin_listing()
+        await journal.stage([Listed("k1", "e1b", 1, 11.0)])
+        await journal.abandon_listing()
+        await journal.begin_listing()
+        await journal.stage([Listed("k1", "e1b", 1, 11.0)])
+        assert (await journal.commit_listing(regions, lambda k: True, True)).deletes == 1
+        kinds = {(p.change.key, p.change.kind) for p in await journal.due(1e12, 10, set())}
+        assert ("k2", Kind.DELETE) in kinds
+
+        row = (await journal.due(1e12, 1, set()))[0]
+        await journal.postpone(row, reason="network", error="refused", next_try=2e12, failed=True)
+        failed = await journal.failures()
+        assert [(f.change.key, f.region, f.state, f.attempts, f.reason) for f in failed] == [
+            (row.change.key, row.region, "failed", 1, "network")]
+        assert row.change.key not in {p.change.key for p in await journal.due(1e12, 10, set())
+                                      if p.region == row.region}
+    finally:
+        await journal.close()
