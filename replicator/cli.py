@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from . import logs
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, ReplicatorError
 from .journal import Journal
 from .service import Service
 
@@ -59,7 +59,11 @@ async def _run(config: Config) -> int:
 
 async def _sync(config: Config) -> int:
     async with Service(config) as service:
-        complete = await service.sync()
+        try:
+            complete = await service.sync()
+        except ReplicatorError as exc:
+            print(f"replicator: sync stopped: {exc}", file=sys.stderr)
+            return EXIT_INCOMPLETE
         tally = service.scheduler.tally
         backlog = await service.journal.backlog(list(service.regions))
     print(f"{'region':<20} {'copied':>8} {'skipped':>8} {'deleted':>8} {'failed':>8} {'MiB':>10}")

@@ -119,11 +119,13 @@ def _ts(value: datetime) -> float:
 class S3Store:
     """``ObjectStore`` on one bucket through a shared aiobotocore client."""
 
-    def __init__(self, name: str, client: Any, bucket: str, retry: RequestRetry) -> None:
+    def __init__(self, name: str, client: Any, bucket: str, retry: RequestRetry, *,
+                 list_page: int = 1000) -> None:
         self.name = name
         self.bucket = bucket
         self._client = client
         self._retry = retry
+        self._list_page = list_page
 
     async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
         async def attempt() -> T:
@@ -137,7 +139,8 @@ class S3Store:
     async def list(self, prefix: str = "") -> AsyncIterator[Listed]:
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix,
+                                      "MaxKeys": self._list_page}
             if token:
                 kwargs["ContinuationToken"] = token
             page = await self._call("ListObjectsV2", lambda: self._client.list_objects_v2(**kwargs))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import inspect
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -143,12 +145,13 @@ def world(servers: dict[str, MotoServer], tmp_path: Path) -> World:
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """``wait_for`` for async tests: the (blocking) predicate runs off the event loop."""
-    import asyncio
-
+    """``wait_for`` for async tests: a blocking predicate runs off the event loop."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await asyncio.to_thread(predicate)
+        if inspect.iscoroutinefunction(predicate):
+            value = await predicate()
+        else:
+            value = await asyncio.to_thread(predicate)
         if value:
             return value
         if time.monotonic() > deadline:
