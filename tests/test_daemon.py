@@ -1,0 +1,98 @@
+"""The daemon and the CLI as an operator runs them: real processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import PART, REGIONS, World, wait_for
+from .faultproxy import FaultProxy
+
+
+def start(world: World, command: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "replicator", command, "-c", str(config)],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=world.tmp)
+
+
+@pytest.fixture
+def slow_regions(world: World) -> Iterator[dict[str, FaultProxy]]:
+    """Regions behind proxies that add latency, so a backfill is still running when we strike."""
+    proxies = {r: FaultProxy(world.endpoints[r]).start() for r in REGIONS}
+    for proxy in proxies.values():
+        proxy.latency = 0.02
+    world.endpoints.update({r: p.endpoint for r, p in proxies.items()})
+    try:
+        yield proxies
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_backfill_loses_nothing_and_leaves_no_upload_open(
+        world: World, slow_regions: dict[str, FaultProxy]) -> None:
+    for i in range(30):
+        world.put(f"small/{i}", os.urandom(10 + i))
+    for i in range(8):
+        world.put(f"large/{i}", os.urandom(12 * PART + i))
+    config = world.config_file(replication__concurrency=4)
+    log = world.tmp / "daemon.log"
+
+    daemon = start(world, "run", config, log)
+    try:
+        wait_for(lambda: any(world.open_uploads().values()), timeout=60,
+                 what="a multipart upload in flight")
+    finally:
+        daemon.kill()
+        daemon.wait()
+    assert not world.converged(), "the backfill finished before the kill: the test proves nothing"
+
+    daemon = start(world, "run", config, log)
+    try:
+        wait_for(world.converged, timeout=120, what="every object in every region after restart")
+        wait_for(lambda: world.open_uploads() == {r: [] for r in REGIONS}, timeout=30,
+                 what="no multipart upload left open")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0, log.read_text()[-3000:]
+    status = subprocess.run([sys.executable, "-m", "replicator", "status", "-c", str(config)],
+                            capture_output=True, text=True, timeout=60, cwd=world.tmp)
+    assert status.returncode == 0, status.stdout
+
+
+@pytest.mark.slow
+def test_sync_of_500_mixed_objects_exits_0_with_three_identical_regions(world: World) -> None:
+    for i in range(500):
+        size = 40 * PART + i if i % 50 == 0 else (i * 37) % 2000
+        key = f"{['docs', 'img', 'logs/2026', 'ünï cødé'][i % 4]}/obj {i:03d}.bin"
+        world.put(key, os.urandom(size), Metadata={"n": str(i)})
+    config = world.config_file(replication__concurrency=16, replication__multipart_threshold=4096)
+    proc = subprocess.run([sys.executable, "-m", "replicator", "sync", "-c", str(config)],
+                          capture_output=True, text=True, timeout=300, cwd=world.tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "all regions verified" in proc.stdout
+    for region in REGIONS:
+        assert f"{region:<20} {500:>8}" in proc.stdout
+    assert world.converged()
+
+
+def test_sync_exits_1_and_status_names_the_reason_when_a_region_fails(world: World) -> None:
+    world.put("k", b"data")
+    world.clients["r3"].delete_bucket(Bucket=world.buckets["r3"])
+    config = world.config_file(retry__item_attempts=1, retry__failed_interval=600)
+    proc = subprocess.run([sys.executable, "-m", "replicator", "sync", "-c", str(config)],
+                          capture_output=True, text=True, timeout=120, cwd=world.tmp)
+    assert proc.returncode == 1
+    assert "NOT complete" in proc.stdout
+    assert world.objects("r1") == world.objects("r2") == world.objects("source")
+    status = subprocess.run([sys.executable, "-m", "replicator", "status", "-c", str(config)],
+                            capture_output=True, text=True, timeout=60, cwd=world.tmp)
+    assert status.returncode == 1
+    assert "r3  'k'  failed  1  no_such_bucket" in status.stdout
