@@ -1,4 +1,4 @@
-"""Command line: ``replicator run | sync | status -c FILE``.
+"""Command line: ``replicator run | sync | status | verify -c FILE``.
 
 Exit codes: 0 success, 1 work not (yet) verified, 2 bad configuration.
 """
@@ -27,11 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run the daemon until SIGTERM/SIGINT"),
                        ("sync", "one pass: replicate what differs, exit 0 when all is verified"),
-                       ("status", "backlog and failures per region, from the journal")):
+                       ("status", "backlog and failures per region, from the journal"),
+                       ("verify", "audit: compare every region with the source, exit 0 if consistent")):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("-c", "--config", required=True, help="YAML configuration file")
         cmd.add_argument("--log-format", choices=("plain", "json"), default="plain")
         cmd.add_argument("--log-level", default="INFO")
+        if name == "verify":
+            cmd.add_argument("--repair", action="store_true",
+                             help="queue every difference for replication and wait for it")
+            cmd.add_argument("--prefix", default="", help="audit only keys under this prefix")
     return parser
 
 
@@ -43,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"replicator: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "verify":
+        return asyncio.run(_verify(config, args.prefix, args.repair))
     command = {"run": _run, "sync": _sync, "status": _status}[args.command]
     return asyncio.run(command(config))
 
@@ -85,7 +92,7 @@ async def _status(config: Config) -> int:
         now = time.time()
         print(f"{'region':<20} {'pending':>8} {'failed':>8} {'MiB':>10} {'oldest':>10}")
         for row in await journal.backlog(regions):
-            oldest = f"{now - row.oldest_seen:.0f}s" if row.oldest_seen else "-"
+            oldest = f"{now - row.oldest_origin:.0f}s" if row.oldest_origin else "-"
             print(f"{row.region:<20} {row.pending:>8} {row.failed:>8} "
                   f"{(row.bytes or 0) / 2**20:>10.1f} {oldest:>10}")
         failures = await journal.failures()
@@ -98,3 +105,33 @@ async def _status(config: Config) -> int:
     finally:
         await journal.close()
     return EXIT_INCOMPLETE if busy else EXIT_OK
+
+
+async def _verify(config: Config, prefix: str, repair: bool) -> int:
+    def progress(compared: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\rcompared {compared} keys", end="", file=sys.stderr, flush=True)
+
+    async with Service(config) as service:
+        try:
+            await service.check()
+            await service.recover()
+            results = await service.auditor.audit(prefix, repair=repair, progress=progress)
+            if repair and not all(r.consistent for r in results.values()):
+                await service.drain()
+                results = await service.auditor.audit(prefix, progress=progress)
+        except ReplicatorError as exc:
+            print(f"\nreplicator: verify stopped: {exc}", file=sys.stderr)
+            return EXIT_INCOMPLETE
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"{'region':<20} {'ok':>8} {'missing':>8} {'mismatched':>10} {'extra':>8}  result")
+    for name, r in results.items():
+        c = r.counts
+        verdict = f"ERROR: {r.error}" if r.error else ("consistent" if r.consistent else "DIFFERENT")
+        print(f"{name:<20} {c['ok']:>8} {c['missing']:>8} {c['mismatched']:>10} {c['extra']:>8}  {verdict}")
+    for name, r in results.items():
+        for state, keys in r.samples.items():
+            for key in keys:
+                print(f"  {name}  {state:<10}  {key!r}")
+    return EXIT_OK if all(r.consistent for r in results.values()) else EXIT_INCOMPLETE

@@ -149,6 +149,13 @@ class Retry(_Model):
 class Http(_Model):
     listen: Annotated[str, AfterValidator(_check_listen)] = Field(
         "127.0.0.1:9108", description="address of /metrics, /healthz, /readyz, /status")
+    probe_interval: float = Field(15.0, gt=0, description="seconds between reachability probes")
+    lag_slo: float = Field(300.0, gt=0, description="oldest-pending age that alerts page on")
+
+
+class Audit(_Model):
+    interval: float = Field(3600.0, gt=0, description="seconds between consistency audits")
+    repair: bool = Field(True, description="queue every difference an audit finds for replication")
 
 
 class Config(_Model):
@@ -159,6 +166,7 @@ class Config(_Model):
     journal: Journal = Journal()
     retry: Retry = Retry()
     http: Http = Http()
+    audit: Audit = Audit()
     shutdown_grace: float = Field(30.0, ge=0, description="seconds to finish copies on SIGTERM")
 
     @model_validator(mode="after")

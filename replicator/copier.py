@@ -58,10 +58,10 @@ def _marker_mtime(replica: Head) -> float:
         return 0.0
 
 
-def _failed(region: str, exc: BaseException) -> RegionResult:
+def _failed(region: str, exc: BaseException, *, at_source: bool = False) -> RegionResult:
     reason = exc.reason if isinstance(exc, errors.ReplicatorError) else "network"
     return RegionResult(region, Outcome.FAILED, reason=reason, error=str(exc) or type(exc).__name__,
-                        permanent=isinstance(exc, errors.PermanentError))
+                        permanent=isinstance(exc, errors.PermanentError), at_source=at_source)
 
 
 @dataclass
@@ -122,7 +122,7 @@ class Copier:
                 else:
                     copied = await self._copy_single(change, targets)
             except errors.ReplicatorError as exc:  # the source read failed: every target fails
-                copied = [_failed(r, exc) for r in targets]
+                copied = [_failed(r, exc, at_source=True) for r in targets]
             results.update((r.region, r) for r in copied)
         return [results[r] for r in regions]
 

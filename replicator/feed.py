@@ -8,11 +8,13 @@ nothing at all — never a mass delete.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
 from .config import Replication
 from .errors import ReplicatorError
+from .health import Health
 from .journal import Diff, Journal
 from .s3 import Listed, ObjectStore
 
@@ -25,14 +27,15 @@ class PollFeed:
     """Turns successive source listings into journal rows."""
 
     def __init__(self, source: ObjectStore, journal: Journal, regions: list[str],
-                 options: Replication, *, interval: float, on_changes: Callable[[], None]) -> None:
+                 options: Replication, *, interval: float, on_changes: Callable[[], None],
+                 health: Health | None = None) -> None:
         self.source = source
         self.journal = journal
         self.regions = regions
         self.options = options
         self.interval = interval
         self.on_changes = on_changes
-        self._last_error: str | None = None
+        self.health = health
 
     async def poll_once(self) -> Diff:
         """List the whole source and queue every difference; raise if the listing fails."""
@@ -46,9 +49,13 @@ class PollFeed:
                         await self.journal.stage(batch)
                         batch = []
                 await self.journal.stage(batch)
-        except BaseException:
+        except BaseException as exc:
             await asyncio.shield(self.journal.abandon_listing())
+            if self.health and isinstance(exc, ReplicatorError):
+                self.health.down("source", exc.reason, f"listing failed, nothing changed: {exc}")
             raise
+        if self.health:
+            self.health.ok("source")
         diff = await self.journal.commit_listing(self.regions, self.options.wants,
                                                  self.options.replicate_deletes)
         if diff.puts or diff.deletes:
@@ -59,15 +66,8 @@ class PollFeed:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(ReplicatorError):  # reported once, through health
                 await self.poll_once()
-                if self._last_error:
-                    log.info("source listing works again")
-                self._last_error = None
-            except ReplicatorError as exc:
-                if str(exc) != self._last_error:  # report a cause once, not every interval
-                    log.error("source listing failed, nothing changed: %s", exc)
-                self._last_error = str(exc)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
             except TimeoutError:

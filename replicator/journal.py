@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS pending (
     size INTEGER NOT NULL,
     last_modified REAL NOT NULL,     -- source write time (delete: when it was seen gone)
     version_id TEXT,
-    seen_at REAL NOT NULL,           -- when the oldest unreplicated change was noticed
+    origin REAL NOT NULL,            -- lag counts from here: the oldest unreplicated source write
+                                     -- (for the first backfill: when the object was first listed)
     attempts INTEGER NOT NULL DEFAULT 0,
     next_try REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',   -- pending | failed
@@ -55,12 +56,12 @@ CREATE TABLE IF NOT EXISTS uploads (
 """
 
 _UPSERT = """
-INSERT INTO pending (key, region, kind, etag, size, last_modified, version_id, seen_at, next_try)
+INSERT INTO pending (key, region, kind, etag, size, last_modified, version_id, origin, next_try)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key, region) DO UPDATE SET
     kind = excluded.kind, etag = excluded.etag, size = excluded.size,
     last_modified = excluded.last_modified, version_id = excluded.version_id,
-    seen_at = min(pending.seen_at, excluded.seen_at), attempts = 0,
+    origin = min(pending.origin, excluded.origin), attempts = 0,
     next_try = excluded.next_try, state = 'pending', reason = NULL, error = NULL
 """
 
@@ -93,7 +94,7 @@ class RegionBacklog:
     pending: int
     failed: int
     bytes: int
-    oldest_seen: float | None
+    oldest_origin: float | None
 
 
 class Journal:
@@ -157,6 +158,7 @@ class Journal:
             now = time.time()
             db = self.db
             with self._tx():
+                backfill = db.execute("SELECT NOT EXISTS (SELECT 1 FROM listing)").fetchone()[0]
                 puts = deletes = 0
                 for key, etag, size, mtime in db.execute(
                         "SELECT n.key, n.etag, n.size, n.last_modified FROM listing_new n "
@@ -164,8 +166,9 @@ class Journal:
                         "WHERE o.key IS NULL OR o.etag != n.etag OR o.size != n.size"):
                     if wants(key):
                         puts += 1
+                        origin = now if backfill else min(mtime, now)
                         db.executemany(_UPSERT, [(key, r, Kind.PUT.value, etag, size, mtime, None,
-                                                  now, now) for r in regions])
+                                                  origin, now) for r in regions])
                 if replicate_deletes:
                     for (key,) in db.execute(
                             "SELECT o.key FROM listing o LEFT JOIN listing_new n ON n.key = o.key "
@@ -190,7 +193,7 @@ class Journal:
     async def enqueue(self, change: Change, regions: Iterable[str]) -> None:
         """Queue a change for regions, replacing any older pending change of that key."""
         rows = [(change.key, r, change.kind.value, change.etag, change.size, change.last_modified,
-                 change.version_id, change.seen_at or time.time(), time.time()) for r in regions]
+                 change.version_id, change.origin or time.time(), time.time()) for r in regions]
 
         def upsert() -> None:
             with self._tx():
@@ -240,9 +243,35 @@ class Journal:
         def select() -> list[RegionBacklog]:
             found = {r[0]: r for r in self.db.execute(
                 "SELECT region, sum(state = 'pending'), sum(state = 'failed'), sum(size), "
-                "min(seen_at) FROM pending GROUP BY region")}
+                "min(origin) FROM pending GROUP BY region")}
             return [RegionBacklog(r, *(found[r][1:] if r in found else (0, 0, 0, None)))
                     for r in regions]
+        return await self._run(select)
+
+    async def reasons(self) -> dict[str, dict[str, int]]:
+        """Rows failing now, per region and reason."""
+        def select() -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for region, reason, n in self.db.execute(
+                    "SELECT region, reason, count(*) FROM pending WHERE reason IS NOT NULL "
+                    "GROUP BY region, reason"):
+                out.setdefault(region, {})[reason] = n
+            return out
+        return await self._run(select)
+
+    async def replica_counts(self, regions: int) -> dict[int, int]:
+        """Listed source objects by how many regions hold their current version."""
+        def select() -> dict[int, int]:
+            total = self.db.execute("SELECT count(*) FROM listing").fetchone()[0]
+            counts = dict.fromkeys(range(regions + 1), 0)
+            for waiting, n in self.db.execute(
+                    "SELECT w, count(*) FROM (SELECT count(*) AS w FROM pending p "
+                    "JOIN listing l ON l.key = p.key AND l.etag = p.etag WHERE p.kind = 'put' "
+                    "GROUP BY p.key) GROUP BY w"):
+                counts[max(0, regions - waiting)] += n
+                total -= n
+            counts[regions] += total
+            return counts
         return await self._run(select)
 
     async def failures(self, limit: int = 100) -> list[Pending]:
@@ -286,8 +315,8 @@ class Journal:
 
 
 def _pending(row: tuple[Any, ...]) -> Pending:
-    (key, region, kind, etag, size, mtime, version_id, seen_at, attempts, next_try, state,
+    (key, region, kind, etag, size, mtime, version_id, origin, attempts, next_try, state,
      reason, error) = row
     change = Change(key=key, kind=Kind(kind), etag=etag, size=size, last_modified=mtime,
-                    version_id=version_id, seen_at=seen_at)
+                    version_id=version_id, origin=origin)
     return Pending(change, region, attempts, state, next_try, reason, error)

@@ -41,7 +41,7 @@ class Change:
     size: int = 0
     last_modified: float = 0.0
     version_id: str | None = None
-    seen_at: float = 0.0
+    origin: float = 0.0  # when lag starts counting: the source write, or when first seen
 
     @property
     def multipart_etag(self) -> bool:
@@ -58,6 +58,7 @@ class RegionResult:
     reason: str | None = None
     error: str | None = None
     permanent: bool = False  # retrying soon will not help; wait for the cause to be fixed
+    at_source: bool = False  # the source failed, not this region
 
     @property
     def done(self) -> bool:

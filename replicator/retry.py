@@ -46,12 +46,13 @@ class RequestRetry:
         self._sleep = sleep
         self._on_retry = on_retry
 
-    async def call(self, fn: Callable[[], Awaitable[T]], *, label: str) -> T:
+    async def call(self, fn: Callable[[], Awaitable[T]], *, name: str, op: str) -> T:
+        """Run ``fn`` for endpoint ``name``; ``on_retry(name, exc)`` hears of every retry."""
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.debug("retrying %s after %s (attempt %d)", label, exc, state.attempt_number)
+            log.debug("retrying %s %s after %s (attempt %d)", name, op, exc, state.attempt_number)
             if self._on_retry and exc is not None:
-                self._on_retry(label, exc)
+                self._on_retry(name, exc)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._policy.request_attempts),

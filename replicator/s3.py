@@ -131,7 +131,7 @@ class S3Store:
         async def attempt() -> T:
             with translated(self.name, op):
                 return await fn()
-        return await self._retry.call(attempt, label=f"{self.name} {op}")
+        return await self._retry.call(attempt, name=self.name, op=op)
 
     async def check(self) -> None:
         await self._call("HeadBucket", lambda: self._client.head_bucket(Bucket=self.bucket))

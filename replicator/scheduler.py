@@ -16,7 +16,9 @@ from collections.abc import Callable
 
 from .config import Retry
 from .copier import Copier
+from .health import Health
 from .journal import Journal, Pending
+from .metrics import Metrics
 from .model import Change, Kind, Outcome, RegionResult
 from .retry import item_delay
 from .s3 import ObjectStore
@@ -34,8 +36,10 @@ class Scheduler:
 
     def __init__(self, journal: Journal, copier: Copier, source: ObjectStore, *,
                  concurrency: int, retry: Retry, replicate_deletes: bool,
-                 wants: Callable[[str], bool]) -> None:
+                 wants: Callable[[str], bool], metrics: Metrics, health: Health) -> None:
         self.journal = journal
+        self.metrics = metrics
+        self.health = health
         self.copier = copier
         self.source = source
         self.concurrency = concurrency
@@ -43,6 +47,7 @@ class Scheduler:
         self.replicate_deletes = replicate_deletes
         self.wants = wants
         self.tally: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self.last_verified: dict[str, tuple[str, float]] = {}
         self._busy: set[str] = set()
         self._wake = asyncio.Event()
 
@@ -121,15 +126,30 @@ class Scheduler:
             self.tally[row.region][result.outcome.value] += 1
             self.tally[row.region]["bytes"] += result.nbytes
             _log_result(change, result, elapsed)
+            self.health.observe(result)
             if result.done:
-                await self.journal.finish(row)
+                if await self.journal.finish(row):
+                    self._count(row, result)
                 continue
+            self.metrics.failures.labels(row.region, result.reason or "error").inc()
+            if result.reason == "checksum_mismatch":
+                self.metrics.mismatches.labels(row.region).inc()
             attempts = row.attempts + 1
             failed = result.permanent or attempts >= self.retry.item_attempts
             delay = self.retry.failed_interval if failed else item_delay(self.retry, attempts)
             await self.journal.postpone(row, reason=result.reason or "error",
                                         error=result.error or "", next_try=time.time() + delay,
                                         failed=failed)
+
+    def _count(self, row: Pending, result: RegionResult) -> None:
+        """Count a verified change once: skips (already there) are not replications."""
+        now = time.time()
+        self.last_verified[row.region] = (row.change.key, now)
+        if result.outcome in (Outcome.COPIED, Outcome.DELETED):
+            operation = row.change.kind.value
+            self.metrics.objects.labels(row.region, operation).inc()
+            self.metrics.bytes.labels(row.region, operation).inc(result.nbytes)
+            self.metrics.lag.labels(row.region).observe(max(0.0, now - row.change.origin))
 
     async def _refresh(self, change: Change, rows: list[Pending]) -> bool:
         """The source changed under a copy: queue what it holds now instead.
@@ -148,12 +168,13 @@ class Scheduler:
             if head.etag == change.etag and change.kind is Kind.PUT:
                 return False
             await self.journal.enqueue(Change(change.key, Kind.PUT, head.etag, head.size,
-                                              head.last_modified, head.version_id, now), regions)
+                                              head.last_modified, head.version_id,
+                                              min(head.last_modified, now)), regions)
         elif self.replicate_deletes and self.wants(change.key):
             if change.kind is Kind.DELETE:
                 return False
             await self.journal.enqueue(Change(change.key, Kind.DELETE, last_modified=now,
-                                              seen_at=now), regions)
+                                              origin=now), regions)
         else:
             for row in rows:
                 await self.journal.finish(row)

@@ -5,34 +5,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from types import TracebackType
+from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from .auditor import Auditor
 from .config import Config
 from .copier import Copier
 from .errors import ReplicatorError
 from .feed import PollFeed
+from .health import Health
 from .journal import Journal
+from .metrics import Metrics
 from .retry import RequestRetry
 from .s3 import Clients, ObjectStore, S3Store
 from .scheduler import Scheduler
+from .server import StatusServer
 
 log = logging.getLogger(__name__)
 
+#: The replica-count query groups the whole backlog: run it at most this often.
+REPLICA_COUNT_EVERY = 5.0
+
 
 class Service:
-    """One replicator: source, journal, feed, scheduler and copier, wired together."""
+    """One replicator: source, journal, feed, scheduler, copier and auditor, wired together."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
         self.config = config
+        names = [r.name for r in config.regions]
+        self.metrics = Metrics(registry or CollectorRegistry(), names)
+        self.metrics.lag_slo.set(config.http.lag_slo)
+        self.metrics.audit_interval.set(config.audit.interval)
+        self.health = Health(self.metrics, names)
         self.journal = Journal(config.journal.path)
         self.clients = Clients(pool_size=config.replication.concurrency * 2 + 8)
         self.source: ObjectStore
         self.regions: dict[str, ObjectStore] = {}
+        self._replicas_counted = 0.0
 
     async def __aenter__(self) -> Service:
         cfg = self.config
         await self.journal.open()
-        retry = RequestRetry(cfg.retry)
+        retry = RequestRetry(cfg.retry, on_retry=lambda name, _: self.metrics.retries.labels(name).inc())
         self.source = S3Store("source", await self.clients.client_for(cfg.source),
                               cfg.source.bucket, retry)
         for region in cfg.regions:
@@ -43,28 +60,29 @@ class Service:
         self.scheduler = Scheduler(self.journal, copier, self.source,
                                    concurrency=cfg.replication.concurrency, retry=cfg.retry,
                                    replicate_deletes=cfg.replication.replicate_deletes,
-                                   wants=cfg.replication.wants)
+                                   wants=cfg.replication.wants, metrics=self.metrics,
+                                   health=self.health)
         self.feed = PollFeed(self.source, self.journal, list(self.regions), cfg.replication,
-                             interval=cfg.feed.poll_interval, on_changes=self.scheduler.wake)
+                             interval=cfg.feed.poll_interval, on_changes=self.scheduler.wake,
+                             health=self.health)
+        self.auditor = Auditor(self.source, self.regions, self.journal, cfg.replication,
+                               self.metrics)
         return self
 
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self.clients.close()
         await self.journal.close()
 
-    async def check(self) -> dict[str, str]:
-        """Probe the source and every region once; log each problem plainly, return them."""
-        problems: dict[str, str] = {}
-
+    async def check(self) -> None:
+        """Probe the source and every region once; problems go to logs, metrics and /readyz."""
         async def probe(name: str, store: ObjectStore) -> None:
             try:
                 await store.check()
+                self.health.ok(name)
             except ReplicatorError as exc:
-                problems[name] = f"{exc.reason}: {exc}"
-                log.error("%s (bucket %s) is not usable: %s", name, getattr(store, "bucket", "?"), exc)
+                self.health.down(name, exc.reason, str(exc))
         await asyncio.gather(probe("source", self.source),
                              *(probe(n, s) for n, s in self.regions.items()))
-        return problems
 
     async def recover(self) -> None:
         """Abort multipart uploads a previous run left open (a crash, a kill -9)."""
@@ -91,16 +109,86 @@ class Service:
         await self.check()
         await self.recover()
         await self.feed.poll_once()
-        await self.scheduler.run(asyncio.Event(), until_idle=True)
+        await self.drain()
         return await self.journal.count() == 0
 
+    async def drain(self) -> None:
+        """Run the scheduler until nothing is pending (failed rows may remain)."""
+        await self.scheduler.run(asyncio.Event(), until_idle=True)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """The daemon: poll and copy until ``stop`` is set, then drain within the grace period."""
-        await self.check()
-        await self.recover()
-        log.info("replicating %s to %s", self.config.source.bucket,
-                 ", ".join(f"{r.name} ({r.bucket})" for r in self.config.regions))
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.feed.run(stop))
-            group.create_task(self.scheduler.run(stop, grace=self.config.shutdown_grace))
+        """The daemon: serve HTTP, poll, copy and audit until ``stop``, then drain."""
+        server = StatusServer(self)
+        await server.start()
+        try:
+            await self.check()
+            await self.recover()
+            log.info("replicating %s to %s; status on http://%s/status", self.config.source.bucket,
+                     ", ".join(f"{r.name} ({r.bucket})" for r in self.config.regions),
+                     self.config.http.listen)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.feed.run(stop))
+                group.create_task(self.scheduler.run(stop, grace=self.config.shutdown_grace))
+                group.create_task(self._every(stop, self.config.http.probe_interval, self.check))
+                group.create_task(self._every(stop, self.config.audit.interval, self._audit,
+                                              first=self.config.audit.interval))
+        finally:
+            await server.stop()
         log.info("stopped")
+
+    async def _every(self, stop: asyncio.Event, interval: float, job: Any, first: float = 0.0) -> None:
+        delay = first
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+                return
+            await job()
+            delay = interval
+
+    async def _audit(self) -> None:
+        try:
+            await self.auditor.audit(repair=self.config.audit.repair)
+        except ReplicatorError as exc:
+            log.warning("audit failed: %s", exc)
+        self.scheduler.wake()
+
+    async def observe(self) -> None:
+        """Refresh the gauges that describe the backlog from the journal."""
+        now = time.time()
+        for row in await self.journal.backlog(list(self.regions)):
+            self.metrics.backlog_objects.labels(row.region).set(row.pending + row.failed)
+            self.metrics.backlog_bytes.labels(row.region).set(row.bytes or 0)
+            self.metrics.failed_objects.labels(row.region).set(row.failed)
+            age = max(0.0, now - row.oldest_origin) if row.oldest_origin else 0.0
+            self.metrics.oldest_pending_age.labels(row.region).set(age)
+        if now - self._replicas_counted >= REPLICA_COUNT_EVERY:
+            self._replicas_counted = now
+            for count, n in (await self.journal.replica_counts(len(self.regions))).items():
+                self.metrics.replica_count.labels(str(count)).set(n)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Everything /status shows, as plain data."""
+        now = time.time()
+        backlog = {b.region: b for b in await self.journal.backlog(list(self.regions))}
+        reasons = await self.journal.reasons()
+        regions = {}
+        for name in self.regions:
+            b = backlog[name]
+            last = self.scheduler.last_verified.get(name)
+            audit = self.auditor.last.get(name)
+            regions[name] = {
+                "up": name not in self.health.problems,
+                "problem": self.health.problems.get(name),
+                "backlog_objects": b.pending + b.failed,
+                "backlog_bytes": b.bytes or 0,
+                "failed_objects": b.failed,
+                "oldest_pending_age_seconds": (now - b.oldest_origin) if b.oldest_origin else 0.0,
+                "last_verified": None if last is None else {"key": last[0], "age_seconds": now - last[1]},
+                "failures_by_reason": reasons.get(name, {}),
+                "last_audit": None if audit is None or self.auditor.last_finished is None else {
+                    "age_seconds": now - self.auditor.last_finished, "counts": audit.counts,
+                    "consistent": audit.consistent, "error": audit.error},
+            }
+        return {"time": now, "regions": regions,
+                "source": {"bucket": self.config.source.bucket, "up": "source" not in self.health.problems,
+                           "problem": self.health.problems.get("source")}}

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from botocore.config import Config as BotoConfig
 
-from dev.motostack import MotoServer
+from dev.motostack import MotoServer, free_port
 from replicator.config import Config
 
 REGIONS = ("r1", "r2", "r3")
@@ -92,13 +92,14 @@ class World:
             "retry": {"request_attempts": 2, "request_backoff": 0.05, "request_backoff_max": 0.2,
                       "item_attempts": 50, "item_backoff": 0.2, "item_backoff_max": 0.5,
                       "failed_interval": 1},
+            "http": {"listen": f"127.0.0.1:{free_port()}"},
             "shutdown_grace": 5,
         }
         for dotted, value in overrides.items():
             *parents, leaf = dotted.split("__")
             node = raw
             for part in parents:
-                node = node[part]
+                node = node.setdefault(part, {})
             node[leaf] = value
         return raw
 

@@ -1,0 +1,84 @@
+"""Every Prometheus metric the service exposes, on a registry passed in.
+
+Gauges that describe the backlog are recomputed from the journal (the only
+source of truth about pending work), so they survive restarts and never drift.
+Counters count events once: a copy skipped because the region already had it
+(say, after a restart) is not a second replication.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+AUDIT_STATES = ("ok", "missing", "mismatched", "extra")
+
+
+class Metrics:
+    """The ``replicator_*`` families, labelled by region where it applies."""
+
+    def __init__(self, registry: CollectorRegistry, regions: list[str]) -> None:
+        self.registry = registry
+
+        def gauge(name: str, text: str, labels: tuple[str, ...] = ("region",)) -> Gauge:
+            return Gauge(f"replicator_{name}", text, labels, registry=registry)
+
+        def counter(name: str, text: str, labels: tuple[str, ...] = ("region",)) -> Counter:
+            return Counter(f"replicator_{name}", text, labels, registry=registry)
+
+        self.lag = Histogram(
+            "replicator_replication_lag_seconds",
+            "Seconds from the source write (or first sighting, for a backfill) until the "
+            "replica was verified.", ["region"], buckets=LAG_BUCKETS, registry=registry)
+        self.oldest_pending_age = gauge(
+            "oldest_pending_age_seconds",
+            "Age of the oldest change not yet verified in the region; 0 when caught up.")
+        self.backlog_objects = gauge("backlog_objects", "Changes waiting to be replicated.")
+        self.backlog_bytes = gauge("backlog_bytes", "Bytes of the changes waiting to be replicated.")
+        self.failed_objects = gauge(
+            "failed_objects", "Changes marked failed (out of retries or a permanent error); "
+                              "still retried on a slower schedule.")
+        self.objects = counter("objects_replicated",
+                               "Objects written or deleted in the region and verified.",
+                               ("region", "operation"))
+        self.bytes = counter("bytes_replicated", "Bytes written to the region and verified.",
+                             ("region", "operation"))
+        self.failures = counter("failures", "Failed attempts to replicate a change, by reason.",
+                                ("region", "reason"))
+        self.retries = counter("retries", "Requests retried after a transient error or throttling.")
+        self.mismatches = counter("checksum_mismatches",
+                                  "Copies rejected because a checksum did not match.")
+        self.region_up = gauge("region_up", "1 when the region answers, 0 when it does not.")
+        self.source_up = Gauge("replicator_source_up", "1 when the last source listing succeeded.",
+                               registry=registry)
+        self.consistency = gauge("consistency_ratio",
+                                 "Objects identical to the source / (source objects + extra "
+                                 "objects) at the last audit.")
+        self.audit_objects = gauge("audit_objects", "Objects by state at the last audit.",
+                                   ("region", "state"))
+        self.last_audit = gauge("last_audit_timestamp_seconds",
+                                "Unix time of the last completed audit of the region.")
+        self.replica_count = Gauge(
+            "replicator_objects_by_replica_count",
+            "Source objects verified in exactly this many regions.", ["replicas"], registry=registry)
+        self.lag_slo = Gauge("replicator_lag_slo_seconds",
+                             "Configured lag objective: oldest pending age above it should page.",
+                             registry=registry)
+        self.audit_interval = Gauge("replicator_audit_interval_seconds",
+                                    "Configured seconds between audits.", registry=registry)
+        for region in regions:
+            self.add_region(region)
+
+    def add_region(self, region: str) -> None:
+        """Create every per-region series at zero, so dashboards see the region at once."""
+        self.lag.labels(region)
+        for family in (self.oldest_pending_age, self.backlog_objects, self.backlog_bytes,
+                       self.failed_objects, self.retries, self.mismatches, self.region_up):
+            family.labels(region)
+        for operation in ("put", "delete"):
+            self.objects.labels(region, operation)
+            self.bytes.labels(region, operation)
+        for state in AUDIT_STATES:
+            self.audit_objects.labels(region, state)
+        self.consistency.labels(region)
+        self.last_audit.labels(region)
