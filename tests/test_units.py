@@ -83,7 +83,7 @@ async def test_request_retry_backs_off_on_retryable_and_honours_retry_after() ->
             raise errors.TransientError("reset")
         return "ok"
 
-    assert await RequestRetry(policy, sleep=sleep).call(flaky, label="t") == "ok"
+    assert await RequestRetry(policy, sleep=sleep).call(flaky, name="t", op="Get") == "ok"
     assert len(slept) == 3 and slept[0] >= 5
     assert all(0.1 <= s <= 1.0 + 0.1 for s in slept[1:])
 
@@ -97,7 +97,7 @@ async def test_request_retry_fails_fast_on_permanent_errors() -> None:
         raise errors.AccessDenied("no")
 
     with pytest.raises(errors.AccessDenied):
-        await RequestRetry(Retry()).call(denied, label="t")
+        await RequestRetry(Retry()).call(denied, name="t", op="Get")
     assert calls == 1
 
 
