@@ -4,9 +4,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install run test clean
+.PHONY: install tools run test clean
 
 install: $(STAMP)
+
+# Prometheus and promtool (Debian's package) for the alert-rule and scrape tests.
+# Installed where we are root with apt; elsewhere those tests skip, saying why.
+tools:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing prometheus (Debian package) for the Prometheus tests"; \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
+	    echo "could not install prometheus: the Prometheus tests will be skipped"; \
+	  else echo "promtool not found and not root: the Prometheus tests will be skipped"; fi; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +31,7 @@ run: install
 	$(BIN)/python -m dev.demo --config config/local.yaml
 
 # The whole suite, as CI runs it.
-test: install
+test: install tools
 	$(BIN)/python -m pytest
 
 clean:

@@ -31,6 +31,7 @@ class RegionAudit:
     """What one audit found in one region."""
 
     region: str
+    extra_allowed: bool = False  # deletes are not replicated, so replicas may outlive sources
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(AUDIT_STATES, 0))
     samples: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in AUDIT_STATES})
     error: str | None = None
@@ -42,11 +43,12 @@ class RegionAudit:
 
     @property
     def consistent(self) -> bool:
-        return self.error is None and all(self.counts[s] == 0 for s in AUDIT_STATES[1:])
+        wrong = ("missing", "mismatched") if self.extra_allowed else AUDIT_STATES[1:]
+        return self.error is None and all(self.counts[s] == 0 for s in wrong)
 
     @property
     def ratio(self) -> float:
-        total = self.counts["ok"] + self.counts["missing"] + self.counts["mismatched"] + self.counts["extra"]
+        total = self.counts["ok"] + self.counts["missing"] + self.counts["mismatched"]
         return self.counts["ok"] / total if total else 1.0
 
 
@@ -83,7 +85,8 @@ class Auditor:
 
     async def audit(self, prefix: str = "", *, repair: bool = False,
                     progress: Callable[[int], None] | None = None) -> dict[str, RegionAudit]:
-        results = {name: RegionAudit(name) for name in self.regions}
+        results = {name: RegionAudit(name, not self.options.replicate_deletes)
+                   for name in self.regions}
         source = _Cursor("source", self.source.list(prefix))
         cursors = [_Cursor(name, store.list(prefix)) for name, store in self.regions.items()]
         for cursor in (source, *cursors):

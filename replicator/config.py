@@ -149,8 +149,19 @@ class Retry(_Model):
 class Http(_Model):
     listen: Annotated[str, AfterValidator(_check_listen)] = Field(
         "127.0.0.1:9108", description="address of /metrics, /healthz, /readyz, /status")
-    probe_interval: float = Field(15.0, gt=0, description="seconds between reachability probes")
     lag_slo: float = Field(300.0, gt=0, description="oldest-pending age that alerts page on")
+
+
+class Breaker(_Model):
+    failures: int = Field(5, ge=1, description="consecutive failures that take a region out")
+    probe_interval: float = Field(15.0, gt=0, description="seconds between reachability probes; "
+                                  "a region taken out is probed this often to bring it back")
+
+
+class Deletes(_Model):
+    max_per_pass: int = Field(10000, ge=0, description="a pass deleting more waits for approval")
+    max_fraction: float = Field(0.5, ge=0, le=1, description="same, as a fraction of the listing "
+                                "(applies once a pass deletes more than 10 objects)")
 
 
 class Audit(_Model):
@@ -167,6 +178,8 @@ class Config(_Model):
     retry: Retry = Retry()
     http: Http = Http()
     audit: Audit = Audit()
+    breaker: Breaker = Breaker()
+    delete_guard: Deletes = Deletes()
     shutdown_grace: float = Field(30.0, ge=0, description="seconds to finish copies on SIGTERM")
 
     @model_validator(mode="after")

@@ -200,13 +200,41 @@ class Journal:
                 self.db.executemany(_UPSERT, rows)
         await self._run(upsert)
 
-    async def due(self, now: float, limit: int, busy: set[str]) -> list[Pending]:
-        """Rows whose next try has come, oldest first, skipping keys being copied now."""
+    async def due(self, now: float, limit: int, regions: set[str],
+                  busy: set[tuple[str, str]]) -> list[Pending]:
+        """Rows of ``regions`` whose next try has come, oldest first, minus (key, region) in ``busy``."""
         def select() -> list[Pending]:
-            rows = self.db.execute("SELECT * FROM pending WHERE next_try <= ? ORDER BY next_try "
-                                   "LIMIT ?", (now, limit + len(busy))).fetchall()
-            return [p for p in map(_pending, rows) if p.change.key not in busy][:limit]
-        return await self._run(select)
+            marks = ",".join("?" * len(regions))
+            rows = self.db.execute(f"SELECT * FROM pending WHERE next_try <= ? AND region IN ({marks}) "
+                                   "ORDER BY next_try LIMIT ?",
+                                   (now, *regions, limit + len(busy))).fetchall()
+            return [p for p in map(_pending, rows) if (p.change.key, p.region) not in busy][:limit]
+        return await self._run(select) if regions else []
+
+    async def revive(self, region: str) -> int:
+        """A region is back: everything it was waiting for is due now, failed rows included."""
+        def update() -> int:
+            with self._tx():
+                return self.db.execute("UPDATE pending SET next_try = ?, state = 'pending' "
+                                       "WHERE region = ?", (time.time(), region)).rowcount
+        return await self._run(update)
+
+    async def note_region(self, region: str, reason: str, error: str) -> None:
+        """Stamp a region's waiting rows with why the region is out of service."""
+        def update() -> None:
+            with self._tx():
+                self.db.execute("UPDATE pending SET reason = ?, error = ? WHERE region = ? "
+                                "AND (reason IS NULL OR reason != ?)",
+                                (reason, error[:2000], region, reason))
+        await self._run(update)
+
+    async def fail_region(self, region: str, reason: str, error: str) -> None:
+        """Mark every row of a region that is out of service as failed, with the cause."""
+        def update() -> None:
+            with self._tx():
+                self.db.execute("UPDATE pending SET state = 'failed', reason = ?, error = ? "
+                                "WHERE region = ?", (reason, error[:2000], region))
+        await self._run(update)
 
     async def next_try(self) -> float | None:
         return await self._run(lambda: self.db.execute("SELECT min(next_try) FROM pending").fetchone()[0])
@@ -233,10 +261,13 @@ class Journal:
                      row.change.key, row.region, row.change.kind.value, row.change.etag))
         await self._run(update)
 
-    async def count(self, *, state: str | None = None) -> int:
-        sql, args = "SELECT count(*) FROM pending", ()
+    async def count(self, *, state: str | None = None, regions: set[str] | None = None) -> int:
+        sql, args = "SELECT count(*) FROM pending WHERE 1", []
         if state:
-            sql, args = sql + " WHERE state = ?", (state,)
+            sql, args = sql + " AND state = ?", [state]
+        if regions is not None:
+            sql += f" AND region IN ({','.join('?' * len(regions))})"
+            args += sorted(regions)
         return await self._run(lambda: self.db.execute(sql, args).fetchone()[0])
 
     async def backlog(self, regions: list[str]) -> list[RegionBacklog]:

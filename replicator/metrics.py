@@ -8,10 +8,13 @@ Counters count events once: a copy skipped because the region already had it
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 AUDIT_STATES = ("ok", "missing", "mismatched", "extra")
+#: Failure reasons whose counters exist from start-up, so rate() sees the first one.
+REASONS = ("network", "throttled", "access_denied", "no_such_bucket", "checksum_mismatch",
+           "source_vanished", "source_changed")
 
 
 class Metrics:
@@ -19,6 +22,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, regions: list[str]) -> None:
         self.registry = registry
+        ProcessCollector(registry=registry)  # process_start_time_seconds, memory, CPU
 
         def gauge(name: str, text: str, labels: tuple[str, ...] = ("region",)) -> Gauge:
             return Gauge(f"replicator_{name}", text, labels, registry=registry)
@@ -52,8 +56,8 @@ class Metrics:
         self.source_up = Gauge("replicator_source_up", "1 when the last source listing succeeded.",
                                registry=registry)
         self.consistency = gauge("consistency_ratio",
-                                 "Objects identical to the source / (source objects + extra "
-                                 "objects) at the last audit.")
+                                 "Source objects held identically in the region / source objects, "
+                                 "at the last audit (1 for an empty source).")
         self.audit_objects = gauge("audit_objects", "Objects by state at the last audit.",
                                    ("region", "state"))
         self.last_audit = gauge("last_audit_timestamp_seconds",
@@ -80,5 +84,7 @@ class Metrics:
             self.bytes.labels(region, operation)
         for state in AUDIT_STATES:
             self.audit_objects.labels(region, state)
+        for reason in REASONS:
+            self.failures.labels(region, reason)
         self.consistency.labels(region)
         self.last_audit.labels(region)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -134,7 +135,11 @@ class S3Store:
         return await self._retry.call(attempt, name=self.name, op=op)
 
     async def check(self) -> None:
-        await self._call("HeadBucket", lambda: self._client.head_bucket(Bucket=self.bucket))
+        """Is the bucket there and ours to use?"""
+        try:
+            await self._call("HeadBucket", lambda: self._client.head_bucket(Bucket=self.bucket))
+        except errors.NoSuchKey:  # HeadBucket answers a bare 404
+            raise errors.NoSuchBucket(f"{self.name}: bucket {self.bucket} does not exist") from None
 
     async def list(self, prefix: str = "") -> AsyncIterator[Listed]:
         token: str | None = None
@@ -190,8 +195,10 @@ class S3Store:
     async def put(self, key: str, body: bytes, obj: NewObject, *, md5: str,
                   checksum: tuple[str, str]) -> Written:
         kwargs = self._create_args(key, obj)
-        kwargs.update(Body=body, ContentMD5=md5, **{CHECKSUM_PARAM[checksum[0]]: checksum[1]})
-        resp = await self._call("PutObject", lambda: self._client.put_object(**kwargs))
+        kwargs.update(ContentMD5=md5, **{CHECKSUM_PARAM[checksum[0]]: checksum[1]})
+        # A fresh stream per attempt (BytesIO shares the bytes, it does not copy them).
+        resp = await self._call("PutObject", lambda: self._client.put_object(
+            Body=io.BytesIO(body), **kwargs))
         return Written(_etag(resp["ETag"]), resp.get(CHECKSUM_PARAM[checksum[0]]))
 
     async def create_upload(self, key: str, obj: NewObject, algorithm: str) -> str:
@@ -205,7 +212,7 @@ class S3Store:
                           md5: str, checksum: tuple[str, str]) -> Written:
         param = CHECKSUM_PARAM[checksum[0]]
         resp = await self._call("UploadPart", lambda: self._client.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body,
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=io.BytesIO(body),
             ContentMD5=md5, **{param: checksum[1]}))
         return Written(_etag(resp["ETag"]), resp.get(param))
 

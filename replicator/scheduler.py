@@ -18,6 +18,7 @@ from .config import Retry
 from .copier import Copier
 from .health import Health
 from .journal import Journal, Pending
+from .lanes import Lane
 from .metrics import Metrics
 from .model import Change, Kind, Outcome, RegionResult
 from .retry import item_delay
@@ -35,68 +36,87 @@ class Scheduler:
     """Runs due journal rows through the copier and records every outcome."""
 
     def __init__(self, journal: Journal, copier: Copier, source: ObjectStore, *,
-                 concurrency: int, retry: Retry, replicate_deletes: bool,
+                 regions: list[str], concurrency: int, retry: Retry, replicate_deletes: bool,
                  wants: Callable[[str], bool], metrics: Metrics, health: Health) -> None:
         self.journal = journal
-        self.metrics = metrics
-        self.health = health
         self.copier = copier
         self.source = source
+        self.lanes = {region: Lane(concurrency) for region in regions}
         self.concurrency = concurrency
         self.retry = retry
         self.replicate_deletes = replicate_deletes
         self.wants = wants
+        self.metrics = metrics
+        self.health = health
         self.tally: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self.last_verified: dict[str, tuple[str, float]] = {}
-        self._busy: set[str] = set()
+        self._busy: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
         """New work may be due (the feed queued some, or a copy finished)."""
         self._wake.set()
 
+    def _open_lanes(self) -> set[str]:
+        """Regions that may take more work now: breaker closed and lane not full."""
+        regions = self.health.allowed(list(self.lanes))
+        return {r for r in regions if self.lanes[r].free}
+
     async def run(self, stop: asyncio.Event, *, until_idle: bool = False,
                   grace: float = 30.0) -> None:
         """Dispatch until ``stop`` (or, with ``until_idle``, until nothing is pending)."""
-        tasks: set[asyncio.Task[None]] = set()
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
                 self._wake.clear()
-                free = self.concurrency - len(self._busy)
+                free = self.concurrency - len(self._tasks)
                 if free > 0:
                     for key, rows in (await self._due(free)).items():
-                        self._busy.add(key)
-                        task = asyncio.create_task(self._handle(key, rows))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
-                if until_idle and not tasks and await self.journal.count(state="pending") == 0:
+                        self._start(key, rows)
+                if until_idle and not self._tasks and await self.journal.count(
+                        state="pending", regions=self.health.allowed(list(self.lanes))) == 0:
                     return
                 await self._nap(stopping)
-            if tasks:
-                log.info("stopping: waiting up to %.0fs for %d copies in flight", grace, len(tasks))
-                await asyncio.wait(tasks, timeout=grace)
+            if self._tasks:
+                log.info("stopping: waiting up to %.0fs for %d copies in flight", grace,
+                         len(self._tasks))
+                await asyncio.wait(self._tasks, timeout=grace)
         finally:
             stopping.cancel()
-            for task in tasks:
+            for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, stopping, return_exceptions=True)
+            await asyncio.gather(*self._tasks, stopping, return_exceptions=True)
 
     async def _due(self, free: int) -> dict[str, list[Pending]]:
-        rows = await self.journal.due(time.time(), limit=free * 8, busy=self._busy)
+        """Due rows grouped by key, for at most ``free`` keys, within each region's lane."""
+        room = {r: self.lanes[r].limit - self.lanes[r].active for r in self._open_lanes()}
+        rows = await self.journal.due(time.time(), limit=free * len(self.lanes) * 2,
+                                      regions=set(room), busy=self._busy)
         by_key: dict[str, list[Pending]] = {}
         for row in rows:
-            if row.change.key in by_key or len(by_key) < free:
-                by_key.setdefault(row.change.key, []).append(row)
+            if room[row.region] <= 0 or (row.change.key not in by_key and len(by_key) >= free):
+                continue
+            room[row.region] -= 1
+            by_key.setdefault(row.change.key, []).append(row)
         return by_key
+
+    def _start(self, key: str, rows: list[Pending]) -> None:
+        for row in rows:
+            self._busy.add((key, row.region))
+            self.lanes[row.region].active += 1
+        task = asyncio.create_task(self._handle(key, rows))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _nap(self, stopping: asyncio.Task[bool]) -> None:
         next_try = await self.journal.next_try()
         timeout = MAX_NAP if next_try is None else min(MAX_NAP, max(0.0, next_try - time.time()))
-        if timeout <= 0 and len(self._busy) < self.concurrency:
+        if timeout <= 0 and len(self._tasks) < self.concurrency and self._open_lanes():
             return
         waking = asyncio.create_task(self._wake.wait())
-        await asyncio.wait({waking, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({waking, stopping}, timeout=max(timeout, 0.05),
+                           return_when=asyncio.FIRST_COMPLETED)
         waking.cancel()
 
     async def _handle(self, key: str, rows: list[Pending]) -> None:
@@ -112,7 +132,9 @@ class Scheduler:
         except Exception:
             log.exception("unexpected error handling key=%r; it stays in the journal", key)
         finally:
-            self._busy.discard(key)
+            for row in rows:
+                self._busy.discard((key, row.region))
+                self.lanes[row.region].active -= 1
             self.wake()
 
     async def _record(self, change: Change, rows: list[Pending], results: list[RegionResult],
@@ -126,8 +148,10 @@ class Scheduler:
             self.tally[row.region][result.outcome.value] += 1
             self.tally[row.region]["bytes"] += result.nbytes
             _log_result(change, result, elapsed)
-            self.health.observe(result)
+            if self.health.observe(result):
+                await self.journal.revive(row.region)
             if result.done:
+                self.lanes[row.region].succeeded()
                 if await self.journal.finish(row):
                     self._count(row, result)
                 continue

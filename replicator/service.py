@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from .auditor import Auditor
 from .config import Config
 from .copier import Copier
-from .errors import ReplicatorError
+from .errors import ReplicatorError, Throttled
 from .feed import PollFeed
 from .health import Health
 from .journal import Journal
@@ -39,7 +39,7 @@ class Service:
         self.metrics = Metrics(registry or CollectorRegistry(), names)
         self.metrics.lag_slo.set(config.http.lag_slo)
         self.metrics.audit_interval.set(config.audit.interval)
-        self.health = Health(self.metrics, names)
+        self.health = Health(self.metrics, names, failures=config.breaker.failures)
         self.journal = Journal(config.journal.path)
         self.clients = Clients(pool_size=config.replication.concurrency * 2 + 8)
         self.source: ObjectStore
@@ -49,7 +49,7 @@ class Service:
     async def __aenter__(self) -> Service:
         cfg = self.config
         await self.journal.open()
-        retry = RequestRetry(cfg.retry, on_retry=lambda name, _: self.metrics.retries.labels(name).inc())
+        retry = RequestRetry(cfg.retry, on_retry=self._retried)
         self.source = S3Store("source", await self.clients.client_for(cfg.source),
                               cfg.source.bucket, retry)
         for region in cfg.regions:
@@ -57,7 +57,7 @@ class Service:
                                                 region.bucket, retry)
         copier = Copier(self.source, self.regions, cfg.replication,
                         {r.name: r.storage_class for r in cfg.regions}, self.journal)
-        self.scheduler = Scheduler(self.journal, copier, self.source,
+        self.scheduler = Scheduler(self.journal, copier, self.source, regions=list(self.regions),
                                    concurrency=cfg.replication.concurrency, retry=cfg.retry,
                                    replicate_deletes=cfg.replication.replicate_deletes,
                                    wants=cfg.replication.wants, metrics=self.metrics,
@@ -73,14 +73,28 @@ class Service:
         await self.clients.close()
         await self.journal.close()
 
+    def _retried(self, name: str, exc: BaseException) -> None:
+        self.metrics.retries.labels(name).inc()
+        if isinstance(exc, Throttled) and name in self.scheduler.lanes:
+            self.scheduler.lanes[name].throttled()
+
     async def check(self) -> None:
-        """Probe the source and every region once; problems go to logs, metrics and /readyz."""
+        """Probe the source and every region once; problems go to logs, metrics and /readyz.
+
+        This is also the half-open probe of every open breaker: a region that
+        answers again is closed and its waiting work made due at once.
+        """
         async def probe(name: str, store: ObjectStore) -> None:
             try:
                 await store.check()
-                self.health.ok(name)
             except ReplicatorError as exc:
                 self.health.down(name, exc.reason, str(exc))
+                if name in self.regions:
+                    await self.journal.note_region(name, exc.reason, str(exc))
+                return
+            if self.health.ok(name) and name in self.regions:
+                await self.journal.revive(name)
+                self.scheduler.wake()
         await asyncio.gather(probe("source", self.source),
                              *(probe(n, s) for n, s in self.regions.items()))
 
@@ -113,8 +127,13 @@ class Service:
         return await self.journal.count() == 0
 
     async def drain(self) -> None:
-        """Run the scheduler until nothing is pending (failed rows may remain)."""
+        """Run the scheduler until nothing is pending; a region out of service fails its rows."""
         await self.scheduler.run(asyncio.Event(), until_idle=True)
+        for region in self.regions:
+            problem = self.health.problems.get(region)
+            if problem is not None:
+                reason, _, error = problem.partition(": ")
+                await self.journal.fail_region(region, reason, error)
 
     async def run(self, stop: asyncio.Event) -> None:
         """The daemon: serve HTTP, poll, copy and audit until ``stop``, then drain."""
@@ -129,7 +148,7 @@ class Service:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.feed.run(stop))
                 group.create_task(self.scheduler.run(stop, grace=self.config.shutdown_grace))
-                group.create_task(self._every(stop, self.config.http.probe_interval, self.check))
+                group.create_task(self._every(stop, self.config.breaker.probe_interval, self.check))
                 group.create_task(self._every(stop, self.config.audit.interval, self._audit,
                                               first=self.config.audit.interval))
         finally:

@@ -95,4 +95,4 @@ def test_sync_exits_1_and_status_names_the_reason_when_a_region_fails(world: Wor
     status = subprocess.run([sys.executable, "-m", "replicator", "status", "-c", str(config)],
                             capture_output=True, text=True, timeout=60, cwd=world.tmp)
     assert status.returncode == 1
-    assert "r3  'k'  failed  1  no_such_bucket" in status.stdout
+    assert "r3  'k'  failed  0  no_such_bucket: r3: bucket" in status.stdout

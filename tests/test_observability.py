@@ -88,7 +88,7 @@ async def test_a_stuck_region_shows_in_lag_up_and_readyz_until_it_recovers(
         world: World, r2_proxy: FaultProxy) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    config = world.config(http__listen=f"127.0.0.1:{port}", http__probe_interval=0.2)
+    config = world.config(http__listen=f"127.0.0.1:{port}", breaker__probe_interval=0.2)
     registry = CollectorRegistry()
     stop = asyncio.Event()
     async with Service(config, registry) as service:

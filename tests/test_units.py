@@ -121,12 +121,12 @@ async def test_journal_diffs_listings_and_only_removes_the_change_it_verified(tm
         assert await journal.count() == 4
 
         # A newer change of k1 arrives while the old one is being copied.
-        old = next(p for p in await journal.due(1e12, 10, set()) if p.change.key == "k1")
+        old = next(p for p in await journal.due(1e12, 10, {"a", "b"}, set()) if p.change.key == "k1")
         await journal.begin_listing()
         await journal.stage([Listed("k1", "e1b", 1, 11.0), Listed("k2", "e2", 2, 10.0)])
         assert (await journal.commit_listing(regions, lambda k: True, True)).puts == 1
         assert not await journal.finish(old)  # the newer change stays queued
-        rows = {(p.change.key, p.region): p.change.etag for p in await journal.due(1e12, 10, set())}
+        rows = {(p.change.key, p.region): p.change.etag for p in await journal.due(1e12, 10, {"a", "b"}, set())}
         assert rows[("k1", "a")] == "e1b"
 
         # A listing that never completes changes nothing; a complete one without k2 deletes it.
@@ -136,15 +136,15 @@ async def test_journal_diffs_listings_and_only_removes_the_change_it_verified(tm
         await journal.begin_listing()
         await journal.stage([Listed("k1", "e1b", 1, 11.0)])
         assert (await journal.commit_listing(regions, lambda k: True, True)).deletes == 1
-        kinds = {(p.change.key, p.change.kind) for p in await journal.due(1e12, 10, set())}
+        kinds = {(p.change.key, p.change.kind) for p in await journal.due(1e12, 10, {"a", "b"}, set())}
         assert ("k2", Kind.DELETE) in kinds
 
-        row = (await journal.due(1e12, 1, set()))[0]
+        row = (await journal.due(1e12, 1, {"a", "b"}, set()))[0]
         await journal.postpone(row, reason="network", error="refused", next_try=2e12, failed=True)
         failed = await journal.failures()
         assert [(f.change.key, f.region, f.state, f.attempts, f.reason) for f in failed] == [
             (row.change.key, row.region, "failed", 1, "network")]
-        assert row.change.key not in {p.change.key for p in await journal.due(1e12, 10, set())
+        assert row.change.key not in {p.change.key for p in await journal.due(1e12, 10, {"a", "b"}, set())
                                       if p.region == row.region}
     finally:
         await journal.close()
