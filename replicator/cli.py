@@ -28,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("run", "run the daemon until SIGTERM/SIGINT"),
                        ("sync", "one pass: replicate what differs, exit 0 when all is verified"),
                        ("status", "backlog and failures per region, from the journal"),
-                       ("verify", "audit: compare every region with the source, exit 0 if consistent")):
+                       ("verify", "audit: compare every region with the source, exit 0 if consistent"),
+                       ("retry", "re-queue failed items now"),
+                       ("approve-deletes", "release the deletes held back by the delete guard")):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("-c", "--config", required=True, help="YAML configuration file")
         cmd.add_argument("--log-format", choices=("plain", "json"), default="plain")
@@ -37,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--repair", action="store_true",
                              help="queue every difference for replication and wait for it")
             cmd.add_argument("--prefix", default="", help="audit only keys under this prefix")
+        if name == "retry":
+            cmd.add_argument("--region", help="only this region's failed items")
+            cmd.add_argument("--key", help="only this key")
     return parser
 
 
@@ -50,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "verify":
         return asyncio.run(_verify(config, args.prefix, args.repair))
-    command = {"run": _run, "sync": _sync, "status": _status}[args.command]
+    if args.command == "retry":
+        return asyncio.run(_retry(config, args.region, args.key))
+    command = {"run": _run, "sync": _sync, "status": _status,
+               "approve-deletes": _approve_deletes}[args.command]
     return asyncio.run(command(config))
 
 
@@ -95,6 +103,10 @@ async def _status(config: Config) -> int:
             oldest = f"{now - row.oldest_origin:.0f}s" if row.oldest_origin else "-"
             print(f"{row.region:<20} {row.pending:>8} {row.failed:>8} "
                   f"{(row.bytes or 0) / 2**20:>10.1f} {oldest:>10}")
+        held = await journal.held_deletes()
+        if held:
+            print(f"\n{held} deletes held back by the delete guard: "
+                  "`replicator approve-deletes -c CONFIG` releases them")
         failures = await journal.failures()
         if failures:
             print("\nitems with errors (region, key, state, attempts, reason: last error):")
@@ -135,3 +147,26 @@ async def _verify(config: Config, prefix: str, repair: bool) -> int:
             for key in keys:
                 print(f"  {name}  {state:<10}  {key!r}")
     return EXIT_OK if all(r.consistent for r in results.values()) else EXIT_INCOMPLETE
+
+
+async def _retry(config: Config, region: str | None, key: str | None) -> int:
+    if region is not None and region not in {r.name for r in config.regions}:
+        print(f"replicator: no region named {region!r} in the config", file=sys.stderr)
+        return EXIT_CONFIG
+    journal = await Journal(config.journal.path).open()
+    try:
+        count = await journal.retry_failed(region, key)
+    finally:
+        await journal.close()
+    print(f"re-queued {count} failed items; a running daemon picks them up at once")
+    return EXIT_OK
+
+
+async def _approve_deletes(config: Config) -> int:
+    journal = await Journal(config.journal.path).open()
+    try:
+        count = await journal.release_deletes([r.name for r in config.regions])
+    finally:
+        await journal.close()
+    print(f"released {count} held deletes to every region")
+    return EXIT_OK

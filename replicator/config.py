@@ -163,6 +163,14 @@ class Deletes(_Model):
     max_fraction: float = Field(0.5, ge=0, le=1, description="same, as a fraction of the listing "
                                 "(applies once a pass deletes more than 10 objects)")
 
+    def allows(self, deletes: int, listed_before: int, listed_now: int) -> bool:
+        """Whether a pass may delete this many replicas without an operator's approval."""
+        if listed_now == 0 and deletes:
+            return False  # a source that suddenly lists empty is far likelier broken than emptied
+        if deletes > self.max_per_pass:
+            return False
+        return deletes <= 10 or deletes <= self.max_fraction * max(listed_before, 1)
+
 
 class Audit(_Model):
     interval: float = Field(3600.0, gt=0, description="seconds between consistency audits")

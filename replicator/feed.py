@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from .config import Replication
+from .config import Deletes, Replication
 from .errors import ReplicatorError
 from .health import Health
 from .journal import Diff, Journal
@@ -28,7 +28,7 @@ class PollFeed:
 
     def __init__(self, source: ObjectStore, journal: Journal, regions: list[str],
                  options: Replication, *, interval: float, on_changes: Callable[[], None],
-                 health: Health | None = None) -> None:
+                 guard: Deletes | None = None, health: Health | None = None) -> None:
         self.source = source
         self.journal = journal
         self.regions = regions
@@ -36,6 +36,7 @@ class PollFeed:
         self.interval = interval
         self.on_changes = on_changes
         self.health = health
+        self.guard = guard or Deletes()
 
     async def poll_once(self) -> Diff:
         """List the whole source and queue every difference; raise if the listing fails."""
@@ -57,11 +58,17 @@ class PollFeed:
         if self.health:
             self.health.ok("source")
         diff = await self.journal.commit_listing(self.regions, self.options.wants,
-                                                 self.options.replicate_deletes)
+                                                 self.options.replicate_deletes, self.guard.allows)
         if diff.puts or diff.deletes:
             log.info("source listing: %d objects, %d to copy, %d to delete",
                      diff.listed, diff.puts, diff.deletes)
             self.on_changes()
+        if diff.held:
+            log.error("DELETE GUARD: %d deletes held back (the source lists %d objects; limits: "
+                      "%d per pass, %.0f%% of the bucket). Nothing was deleted. If the deletes are "
+                      "intended, run `replicator approve-deletes -c CONFIG` or raise "
+                      "delete_guard in the config.", diff.held, diff.listed,
+                      self.guard.max_per_pass, self.guard.max_fraction * 100)
         return diff
 
     async def run(self, stop: asyncio.Event) -> None:

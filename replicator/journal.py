@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS pending (
     PRIMARY KEY (key, region)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pending_next_try ON pending (next_try);
+CREATE TABLE IF NOT EXISTS held_deletes (
+    key TEXT PRIMARY KEY, seen REAL NOT NULL      -- deletes waiting for the guard or an operator
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uploads (
     region TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL, started REAL NOT NULL,
     PRIMARY KEY (region, upload_id)
@@ -79,6 +82,10 @@ class Pending:
     error: str | None
 
 
+#: ``guard(deletes, listed_before, listed_now)``: may this many deletes go ahead?
+DeleteGuard = Callable[[int, int, int], bool]
+
+
 @dataclass(frozen=True, slots=True)
 class Diff:
     """What one complete listing changed."""
@@ -86,6 +93,7 @@ class Diff:
     puts: int
     deletes: int
     listed: int
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,42 +156,91 @@ class Journal:
         await self._run(insert)
 
     async def commit_listing(self, regions: list[str], wants: Callable[[str], bool],
-                             replicate_deletes: bool) -> Diff:
+                             replicate_deletes: bool, guard: DeleteGuard) -> Diff:
         """Adopt the staged listing as complete, queueing every difference for every region.
 
         Only a listing that finished is committed, so a listing that fails part-way
-        never turns into deletes.
+        never turns into deletes. Deletes go through the delete guard: a pass that
+        would delete more than it allows holds them until an operator approves.
         """
         def commit() -> Diff:
             now = time.time()
             db = self.db
             with self._tx():
-                backfill = db.execute("SELECT NOT EXISTS (SELECT 1 FROM listing)").fetchone()[0]
-                puts = deletes = 0
+                before = db.execute("SELECT count(*) FROM listing").fetchone()[0]
+                puts = 0
                 for key, etag, size, mtime in db.execute(
                         "SELECT n.key, n.etag, n.size, n.last_modified FROM listing_new n "
                         "LEFT JOIN listing o ON o.key = n.key "
                         "WHERE o.key IS NULL OR o.etag != n.etag OR o.size != n.size"):
                     if wants(key):
                         puts += 1
-                        origin = now if backfill else min(mtime, now)
+                        origin = min(mtime, now) if before else now  # a backfill counts from now
                         db.executemany(_UPSERT, [(key, r, Kind.PUT.value, etag, size, mtime, None,
                                                   origin, now) for r in regions])
                 if replicate_deletes:
-                    for (key,) in db.execute(
+                    db.executemany("INSERT OR IGNORE INTO held_deletes VALUES (?, ?)", (
+                        (key, now) for (key,) in db.execute(
                             "SELECT o.key FROM listing o LEFT JOIN listing_new n ON n.key = o.key "
-                            "WHERE n.key IS NULL"):
-                        if wants(key):
-                            deletes += 1
-                            db.executemany(_UPSERT, [(key, r, Kind.DELETE.value, "", 0, now, None,
-                                                      now, now) for r in regions])
+                            "WHERE n.key IS NULL") if wants(key)))
+                # A key that is back at the source is no longer a delete.
+                db.execute("DELETE FROM held_deletes WHERE key IN (SELECT key FROM listing_new)")
                 listed = db.execute("SELECT count(*) FROM listing_new").fetchone()[0]
                 db.execute("DROP TABLE listing")
                 db.execute("ALTER TABLE listing_new RENAME TO listing")
                 db.execute("CREATE TABLE listing_new (key TEXT PRIMARY KEY, etag TEXT NOT NULL, "
                            "size INTEGER NOT NULL, last_modified REAL NOT NULL) WITHOUT ROWID")
-            return Diff(puts, deletes, listed)
+                held = db.execute("SELECT count(*) FROM held_deletes").fetchone()[0]
+                deletes = 0
+                if held and guard(held, before, listed):
+                    deletes, held = self._release_held(regions), 0
+            return Diff(puts, deletes, listed, held)
         return await self._run(commit)
+
+    def _release_held(self, regions: list[str]) -> int:
+        """Queue every held delete for every region (inside a transaction)."""
+        rows = self.db.execute("SELECT key, seen FROM held_deletes").fetchall()
+        self.db.executemany(_UPSERT, [(key, r, Kind.DELETE.value, "", 0, seen, None, seen, seen)
+                                      for key, seen in rows for r in regions])
+        self.db.execute("DELETE FROM held_deletes")
+        return len(rows)
+
+    async def hold_deletes(self, keys: list[str]) -> None:
+        """Put deletes found outside a listing (an audit's extra objects) behind the guard."""
+        def insert() -> None:
+            with self._tx():
+                now = time.time()
+                self.db.executemany("INSERT OR IGNORE INTO held_deletes VALUES (?, ?)",
+                                    [(k, now) for k in keys])
+        await self._run(insert)
+
+    async def release_deletes(self, regions: list[str], guard: DeleteGuard | None = None) -> int:
+        """Queue held deletes: all of them (an operator approved), or if the guard allows."""
+        def release() -> int:
+            with self._tx():
+                held = self.db.execute("SELECT count(*) FROM held_deletes").fetchone()[0]
+                listed = self.db.execute("SELECT count(*) FROM listing").fetchone()[0]
+                if not held or (guard is not None and not guard(held, listed + held, listed)):
+                    return 0
+                return self._release_held(regions)
+        return await self._run(release)
+
+    async def held_deletes(self) -> int:
+        return await self._run(lambda: self.db.execute(
+            "SELECT count(*) FROM held_deletes").fetchone()[0])
+
+    async def retry_failed(self, region: str | None = None, key: str | None = None) -> int:
+        """Make failed rows due now, with fresh attempts (``replicator retry``)."""
+        def update() -> int:
+            sql, args = "UPDATE pending SET next_try = ?, state = 'pending', attempts = 0 " \
+                        "WHERE state = 'failed'", [time.time()]
+            if region is not None:
+                sql, args = sql + " AND region = ?", [*args, region]
+            if key is not None:
+                sql, args = sql + " AND key = ?", [*args, key]
+            with self._tx():
+                return self.db.execute(sql, args).rowcount
+        return await self._run(update)
 
     async def abandon_listing(self) -> None:
         await self.begin_listing()

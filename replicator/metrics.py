@@ -68,6 +68,9 @@ class Metrics:
         self.lag_slo = Gauge("replicator_lag_slo_seconds",
                              "Configured lag objective: oldest pending age above it should page.",
                              registry=registry)
+        self.deletes_held = Gauge(
+            "replicator_deletes_held", "Deletes held back by the delete guard, waiting for "
+            "`replicator approve-deletes` or a config change.", registry=registry)
         self.audit_interval = Gauge("replicator_audit_interval_seconds",
                                     "Configured seconds between audits.", registry=registry)
         for region in regions:

@@ -64,9 +64,9 @@ class Service:
                                    health=self.health)
         self.feed = PollFeed(self.source, self.journal, list(self.regions), cfg.replication,
                              interval=cfg.feed.poll_interval, on_changes=self.scheduler.wake,
-                             health=self.health)
+                             guard=cfg.delete_guard, health=self.health)
         self.auditor = Auditor(self.source, self.regions, self.journal, cfg.replication,
-                               self.metrics)
+                               self.metrics, cfg.delete_guard)
         return self
 
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
@@ -180,6 +180,7 @@ class Service:
             self.metrics.failed_objects.labels(row.region).set(row.failed)
             age = max(0.0, now - row.oldest_origin) if row.oldest_origin else 0.0
             self.metrics.oldest_pending_age.labels(row.region).set(age)
+        self.metrics.deletes_held.set(await self.journal.held_deletes())
         if now - self._replicas_counted >= REPLICA_COUNT_EVERY:
             self._replicas_counted = now
             for count, n in (await self.journal.replica_counts(len(self.regions))).items():
@@ -208,6 +209,6 @@ class Service:
                     "age_seconds": now - self.auditor.last_finished, "counts": audit.counts,
                     "consistent": audit.consistent, "error": audit.error},
             }
-        return {"time": now, "regions": regions,
+        return {"time": now, "regions": regions, "deletes_held": await self.journal.held_deletes(),
                 "source": {"bucket": self.config.source.bucket, "up": "source" not in self.health.problems,
                            "problem": self.health.problems.get("source")}}

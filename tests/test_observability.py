@@ -64,6 +64,7 @@ async def test_counters_equal_what_a_sync_replicated(world: World) -> None:
 
 async def test_deletes_are_counted_by_operation(world: World) -> None:
     world.put("gone", b"x")
+    world.put("stays", b"y")
     async with Service(world.config()) as service:
         assert await service.sync()
     world.source.delete_object(Bucket=world.buckets["source"], Key="gone")

@@ -116,7 +116,7 @@ async def test_journal_diffs_listings_and_only_removes_the_change_it_verified(tm
         regions = ["a", "b"]
         await journal.begin_listing()
         await journal.stage([Listed("k1", "e1", 1, 10.0), Listed("k2", "e2", 2, 10.0)])
-        diff = await journal.commit_listing(regions, lambda k: True, True)
+        diff = await journal.commit_listing(regions, lambda k: True, True, lambda *a: True)
         assert (diff.puts, diff.deletes, diff.listed) == (2, 0, 2)
         assert await journal.count() == 4
 
@@ -124,7 +124,7 @@ async def test_journal_diffs_listings_and_only_removes_the_change_it_verified(tm
         old = next(p for p in await journal.due(1e12, 10, {"a", "b"}, set()) if p.change.key == "k1")
         await journal.begin_listing()
         await journal.stage([Listed("k1", "e1b", 1, 11.0), Listed("k2", "e2", 2, 10.0)])
-        assert (await journal.commit_listing(regions, lambda k: True, True)).puts == 1
+        assert (await journal.commit_listing(regions, lambda k: True, True, lambda *a: True)).puts == 1
         assert not await journal.finish(old)  # the newer change stays queued
         rows = {(p.change.key, p.region): p.change.etag for p in await journal.due(1e12, 10, {"a", "b"}, set())}
         assert rows[("k1", "a")] == "e1b"
@@ -135,7 +135,7 @@ async def test_journal_diffs_listings_and_only_removes_the_change_it_verified(tm
         await journal.abandon_listing()
         await journal.begin_listing()
         await journal.stage([Listed("k1", "e1b", 1, 11.0)])
-        assert (await journal.commit_listing(regions, lambda k: True, True)).deletes == 1
+        assert (await journal.commit_listing(regions, lambda k: True, True, lambda *a: True)).deletes == 1
         kinds = {(p.change.key, p.change.kind) for p in await journal.due(1e12, 10, {"a", "b"}, set())}
         assert ("k2", Kind.DELETE) in kinds
 
