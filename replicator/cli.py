@@ -57,17 +57,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_verify(config, args.prefix, args.repair))
     if args.command == "retry":
         return asyncio.run(_retry(config, args.region, args.key))
-    command = {"run": _run, "sync": _sync, "status": _status,
-               "approve-deletes": _approve_deletes}[args.command]
+    if args.command == "run":
+        return asyncio.run(_run(config, args.config))
+    command = {"sync": _sync, "status": _status, "approve-deletes": _approve_deletes}[args.command]
     return asyncio.run(command(config))
 
 
-async def _run(config: Config) -> int:
+async def _run(config: Config, path: str) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Service(config) as service:
+        loop.add_signal_handler(signal.SIGHUP, service.request_reload, path)
         await service.run(stop)
     return EXIT_OK
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from .config import Deletes, Replication
 from .errors import ReplicatorError
@@ -26,7 +26,7 @@ PAGE = 1000
 class PollFeed:
     """Turns successive source listings into journal rows."""
 
-    def __init__(self, source: ObjectStore, journal: Journal, regions: list[str],
+    def __init__(self, source: ObjectStore, journal: Journal, regions: Collection[str],
                  options: Replication, *, interval: float, on_changes: Callable[[], None],
                  guard: Deletes | None = None, health: Health | None = None) -> None:
         self.source = source
@@ -57,7 +57,7 @@ class PollFeed:
             raise
         if self.health:
             self.health.ok("source")
-        diff = await self.journal.commit_listing(self.regions, self.options.wants,
+        diff = await self.journal.commit_listing(list(self.regions), self.options.wants,
                                                  self.options.replicate_deletes, self.guard.allows)
         if diff.puts or diff.deletes:
             log.info("source listing: %d objects, %d to copy, %d to delete",

@@ -257,6 +257,25 @@ class Journal:
                 self.db.executemany(_UPSERT, rows)
         await self._run(upsert)
 
+    async def backfill(self, region: str, wants: Callable[[str], bool]) -> int:
+        """Queue every listed source object for a region added to a running service."""
+        def insert() -> int:
+            now = time.time()
+            with self._tx():
+                rows = [(key, region, Kind.PUT.value, etag, size, mtime, None, now, now)
+                        for key, etag, size, mtime in self.db.execute("SELECT * FROM listing")
+                        if wants(key)]
+                self.db.executemany(_UPSERT, rows)
+            return len(rows)
+        return await self._run(insert)
+
+    async def forget_region(self, region: str) -> int:
+        """Drop the work of a region removed from the config."""
+        def delete() -> int:
+            with self._tx():
+                return self.db.execute("DELETE FROM pending WHERE region = ?", (region,)).rowcount
+        return await self._run(delete)
+
     async def due(self, now: float, limit: int, regions: set[str],
                   busy: set[tuple[str, str]]) -> list[Pending]:
         """Rows of ``regions`` whose next try has come, oldest first, minus (key, region) in ``busy``."""

@@ -21,6 +21,7 @@ class Lane:
         self.maximum = maximum
         self.limit = maximum
         self.active = 0
+        self.cuts = 0  # times throttling halved the limit
         self._successes = 0
         self._last_cut = 0.0
 
@@ -33,6 +34,7 @@ class Lane:
         if now - self._last_cut >= self.COOL_DOWN:
             self._last_cut = now
             self.limit = max(1, self.limit // 2)
+            self.cuts += 1
             self._successes = 0
 
     def succeeded(self) -> None:

@@ -53,6 +53,8 @@ class Metrics:
         self.mismatches = counter("checksum_mismatches",
                                   "Copies rejected because a checksum did not match.")
         self.region_up = gauge("region_up", "1 when the region answers, 0 when it does not.")
+        self.concurrency = gauge("region_concurrency",
+                                 "Copies the region may take at once now; falls under throttling.")
         self.source_up = Gauge("replicator_source_up", "1 when the last source listing succeeded.",
                                registry=registry)
         self.consistency = gauge("consistency_ratio",
@@ -80,7 +82,8 @@ class Metrics:
         """Create every per-region series at zero, so dashboards see the region at once."""
         self.lag.labels(region)
         for family in (self.oldest_pending_age, self.backlog_objects, self.backlog_bytes,
-                       self.failed_objects, self.retries, self.mismatches, self.region_up):
+                       self.failed_objects, self.retries, self.mismatches, self.region_up,
+                       self.concurrency):
             family.labels(region)
         for operation in ("put", "delete"):
             self.objects.labels(region, operation)

@@ -42,7 +42,7 @@ class RequestRetry:
 
     def __init__(self, policy: Retry, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_retry: Callable[[str, BaseException], None] | None = None) -> None:
-        self._policy = policy
+        self.policy = policy
         self._sleep = sleep
         self._on_retry = on_retry
 
@@ -55,8 +55,8 @@ class RequestRetry:
                 self._on_retry(name, exc)
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._policy.request_attempts),
-            wait=_honour_retry_after(self._policy.request_backoff, self._policy.request_backoff_max),
+            stop=stop_after_attempt(self.policy.request_attempts),
+            wait=_honour_retry_after(self.policy.request_backoff, self.policy.request_backoff_max),
             retry=retry_if_exception_type(RetryableError),
             sleep=self._sleep,
             before_sleep=before_sleep,

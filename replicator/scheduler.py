@@ -134,7 +134,8 @@ class Scheduler:
         finally:
             for row in rows:
                 self._busy.discard((key, row.region))
-                self.lanes[row.region].active -= 1
+                if row.region in self.lanes:  # a reload may have removed the region
+                    self.lanes[row.region].active -= 1
             self.wake()
 
     async def _record(self, change: Change, rows: list[Pending], results: list[RegionResult],
@@ -150,7 +151,7 @@ class Scheduler:
             _log_result(change, result, elapsed)
             if self.health.observe(result):
                 await self.journal.revive(row.region)
-            if result.done:
+            if result.done and row.region in self.lanes:
                 self.lanes[row.region].succeeded()
                 if await self.journal.finish(row):
                     self._count(row, result)

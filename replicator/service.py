@@ -14,10 +14,11 @@ from prometheus_client import CollectorRegistry
 from .auditor import Auditor
 from .config import Config
 from .copier import Copier
-from .errors import ReplicatorError, Throttled
+from .errors import ConfigError, ReplicatorError, Throttled
 from .feed import PollFeed
 from .health import Health
 from .journal import Journal
+from .lanes import Lane
 from .metrics import Metrics
 from .retry import RequestRetry
 from .s3 import Clients, ObjectStore, S3Store
@@ -45,24 +46,25 @@ class Service:
         self.source: ObjectStore
         self.regions: dict[str, ObjectStore] = {}
         self._replicas_counted = 0.0
+        self._reloads: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Service:
         cfg = self.config
         await self.journal.open()
-        retry = RequestRetry(cfg.retry, on_retry=self._retried)
+        self.retry = retry = RequestRetry(cfg.retry, on_retry=self._retried)
         self.source = S3Store("source", await self.clients.client_for(cfg.source),
                               cfg.source.bucket, retry)
         for region in cfg.regions:
             self.regions[region.name] = S3Store(region.name, await self.clients.client_for(region),
                                                 region.bucket, retry)
-        copier = Copier(self.source, self.regions, cfg.replication,
-                        {r.name: r.storage_class for r in cfg.regions}, self.journal)
+        self.copier = copier = Copier(self.source, self.regions, cfg.replication,
+                                      {r.name: r.storage_class for r in cfg.regions}, self.journal)
         self.scheduler = Scheduler(self.journal, copier, self.source, regions=list(self.regions),
                                    concurrency=cfg.replication.concurrency, retry=cfg.retry,
                                    replicate_deletes=cfg.replication.replicate_deletes,
                                    wants=cfg.replication.wants, metrics=self.metrics,
                                    health=self.health)
-        self.feed = PollFeed(self.source, self.journal, list(self.regions), cfg.replication,
+        self.feed = PollFeed(self.source, self.journal, self.regions, cfg.replication,
                              interval=cfg.feed.poll_interval, on_changes=self.scheduler.wake,
                              guard=cfg.delete_guard, health=self.health)
         self.auditor = Auditor(self.source, self.regions, self.journal, cfg.replication,
@@ -72,6 +74,64 @@ class Service:
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self.clients.close()
         await self.journal.close()
+
+    def request_reload(self, path: str) -> None:
+        """SIGHUP: reload the config from ``path`` without dropping in-flight work."""
+        task = asyncio.create_task(self.reload(path))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self, path: str) -> bool:
+        """Apply a new config to the running service; an invalid one is rejected, the old kept."""
+        try:
+            new = Config.load(path)
+        except ConfigError as exc:
+            log.error("reload rejected, still running the previous config: %s", exc)
+            return False
+        fixed = ("source", "journal", "http")
+        changed = [name for name in fixed if getattr(new, name) != getattr(self.config, name)]
+        if changed:
+            log.error("reload rejected, still running the previous config: changing %s needs a "
+                      "restart", ", ".join(changed))
+            return False
+        await self._apply(new)
+        log.info("reloaded %s: regions %s", path, ", ".join(r.name for r in new.regions))
+        return True
+
+    async def _apply(self, new: Config) -> None:
+        old = {r.name: r for r in self.config.regions}
+        self.config = new
+        for region in new.regions:
+            if old.get(region.name) != region:
+                self.regions[region.name] = S3Store(
+                    region.name, await self.clients.client_for(region), region.bucket, self.retry)
+                self.copier.storage_classes[region.name] = region.storage_class
+            if region.name not in old:
+                self.metrics.add_region(region.name)
+                self.health.add(region.name)
+                self.scheduler.lanes[region.name] = Lane(new.replication.concurrency)
+                queued = await self.journal.backfill(region.name, new.replication.wants)
+                log.info("new region %s: %d objects queued for backfill", region.name, queued)
+        for name in set(old) - {r.name for r in new.regions}:
+            for table in (self.regions, self.scheduler.lanes, self.copier.storage_classes):
+                table.pop(name, None)
+            self.health.problems.pop(name, None)
+            dropped = await self.journal.forget_region(name)
+            log.warning("region %s removed from the config: %d pending items dropped", name, dropped)
+        self.retry.policy = new.retry
+        self.copier.options = self.feed.options = self.auditor.options = new.replication
+        self.feed.interval = new.feed.poll_interval
+        self.feed.guard = self.auditor.guard = new.delete_guard
+        self.scheduler.retry = new.retry
+        self.scheduler.concurrency = new.replication.concurrency
+        self.scheduler.replicate_deletes = new.replication.replicate_deletes
+        self.scheduler.wants = new.replication.wants
+        for lane in self.scheduler.lanes.values():
+            lane.maximum = lane.limit = new.replication.concurrency
+        self.health.threshold = new.breaker.failures
+        self.metrics.audit_interval.set(new.audit.interval)
+        await self.check()
+        self.scheduler.wake()
 
     def _retried(self, name: str, exc: BaseException) -> None:
         self.metrics.retries.labels(name).inc()
@@ -120,7 +180,6 @@ class Service:
 
     async def sync(self) -> bool:
         """One pass: list, copy what differs, wait until every row is verified or failed."""
-        await self.check()
         await self.recover()
         await self.feed.poll_once()
         await self.drain()
@@ -128,6 +187,7 @@ class Service:
 
     async def drain(self) -> None:
         """Run the scheduler until nothing is pending; a region out of service fails its rows."""
+        await self.check()
         await self.scheduler.run(asyncio.Event(), until_idle=True)
         for region in self.regions:
             problem = self.health.problems.get(region)
@@ -180,6 +240,8 @@ class Service:
             self.metrics.failed_objects.labels(row.region).set(row.failed)
             age = max(0.0, now - row.oldest_origin) if row.oldest_origin else 0.0
             self.metrics.oldest_pending_age.labels(row.region).set(age)
+        for name, lane in self.scheduler.lanes.items():
+            self.metrics.concurrency.labels(name).set(lane.limit)
         self.metrics.deletes_held.set(await self.journal.held_deletes())
         if now - self._replicas_counted >= REPLICA_COUNT_EVERY:
             self._replicas_counted = now

@@ -125,6 +125,13 @@ class World:
                 out[item["Key"]] = hashlib.md5(body).hexdigest()
         return out
 
+    def etags(self, name: str) -> dict[str, str]:
+        """Every key in one bucket with its etag: one request per 1000 keys."""
+        client, bucket = self.clients[name], self.buckets[name]
+        return {item["Key"]: item["ETag"]
+                for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+                for item in page.get("Contents", ())}
+
     def converged(self) -> bool:
         """Every region holds exactly the source's keys with identical bytes."""
         want = self.objects("source")
@@ -153,6 +160,8 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 60, what: st
             value = await predicate()
         else:
             value = await asyncio.to_thread(predicate)
+            if inspect.isawaitable(value):  # a lambda around an async call
+                value = await value
         if value:
             return value
         if time.monotonic() > deadline:
