@@ -19,6 +19,8 @@ from .journal import Journal
 from .service import Service
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
+#: Commands that read or write only the journal, never S3.
+JOURNAL_ONLY = frozenset({"status", "retry", "approve-deletes"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup(args.log_format, args.log_level)
     try:
-        config = Config.load(args.config)
+        config = Config.load(args.config, need_secrets=args.command not in JOURNAL_ONLY)
     except ConfigError as exc:
         print(f"replicator: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG

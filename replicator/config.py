@@ -200,8 +200,12 @@ class Config(_Model):
         return self
 
     @classmethod
-    def load(cls, path: str | Path) -> Config:
-        """Read, expand ``${VAR}`` references and validate; raise ConfigError."""
+    def load(cls, path: str | Path, *, need_secrets: bool = True) -> Config:
+        """Read, expand ``${VAR}`` references and validate; raise ConfigError.
+
+        Commands that only read the journal pass ``need_secrets=False``, so an
+        operator can run them without the service's credentials in the environment.
+        """
         try:
             raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
@@ -210,7 +214,7 @@ class Config(_Model):
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-        return cls.parse(_expand(raw, ()), origin=str(path))
+        return cls.parse(_expand(raw, (), need_secrets), origin=str(path))
 
     @classmethod
     def parse(cls, raw: dict[str, Any], origin: str = "config") -> Config:
@@ -221,17 +225,17 @@ class Config(_Model):
             raise ConfigError(f"{origin}: {_field_path(first['loc'])}: {_message(first)}") from None
 
 
-def _expand(value: Any, path: tuple[Any, ...]) -> Any:
+def _expand(value: Any, path: tuple[Any, ...], strict: bool) -> Any:
     if isinstance(value, dict):
-        return {k: _expand(v, (*path, k)) for k, v in value.items()}
+        return {k: _expand(v, (*path, k), strict) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, (*path, i)) for i, v in enumerate(value)]
+        return [_expand(v, (*path, i), strict) for i, v in enumerate(value)]
     if isinstance(value, str):
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in os.environ:
+            if name not in os.environ and strict:
                 raise ConfigError(f"{_field_path(path)}: environment variable {name} is not set")
-            return os.environ[name]
+            return os.environ.get(name, "")
         return _ENV_REF.sub(lookup, value)
     return value
 

@@ -74,6 +74,21 @@ def test_env_references_expand_and_missing_ones_are_named(tmp_path: Path,
     assert creds is not None and (creds.access_key_id, creds.secret_access_key) == ("key-from-env", "s3cr3t")
 
 
+def test_journal_only_commands_run_without_the_secrets(tmp_path: Path) -> None:
+    raw = _base()
+    raw["source"]["credentials"] = {"access_key_id": "${NO_SUCH_VAR_1}",
+                                    "secret_access_key": "${NO_SUCH_VAR_2}"}
+    raw["journal"]["path"] = str(tmp_path / "j.db")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    status = subprocess.run([sys.executable, "-m", "replicator", "status", "-c", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    sync = subprocess.run([sys.executable, "-m", "replicator", "sync", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert sync.returncode == 2 and "NO_SUCH_VAR_1 is not set" in sync.stderr
+
+
 def test_sizes_accept_units() -> None:
     raw = _base()
     raw["replication"].update(multipart_threshold="1GiB", part_size="8 MB")
