@@ -86,10 +86,13 @@ class Copier:
         self.storage_classes = storage_classes
         self.journal = journal
 
-    async def apply(self, change: Change, regions: list[str]) -> list[RegionResult]:
+    async def apply(self, change: Change, regions: list[str],
+                    probe: set[str] | None = None) -> list[RegionResult]:
+        """Apply a change; ``probe`` are the regions whose replica must be looked at first
+        (all, by default). A put to a region not probed costs no HEAD."""
         if change.kind is Kind.DELETE:
             return await self._delete(change, regions)
-        return await self._put(change, regions)
+        return await self._put(change, regions, set(regions) if probe is None else probe)
 
     async def _each(self, regions: list[str],
                     fn: Callable[[str], Awaitable[RegionResult]]) -> list[RegionResult]:
@@ -103,16 +106,14 @@ class Copier:
 
     # -- puts ------------------------------------------------------------------
 
-    async def _put(self, change: Change, regions: list[str]) -> list[RegionResult]:
-        heads: dict[str, Head | None] = {}
-
-        async def probe(region: str) -> RegionResult:
-            heads[region] = await self.regions[region].head(change.key)
-            if replica_is_current(change, heads[region]):
+    async def _put(self, change: Change, regions: list[str], probe: set[str]) -> list[RegionResult]:
+        async def look(region: str) -> RegionResult:
+            if region in probe and replica_is_current(
+                    change, await self.regions[region].head(change.key)):
                 return RegionResult(region, Outcome.SKIPPED)
             return RegionResult(region, Outcome.COPIED)  # provisional: needs a copy
 
-        probed = await self._each(regions, probe)
+        probed = await self._each(regions, look)
         targets = [r.region for r in probed if r.outcome is Outcome.COPIED]
         results = {r.region: r for r in probed if r.outcome is not Outcome.COPIED}
         if targets:

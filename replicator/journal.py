@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import ReplicatorError
 from .model import Change, Kind
 from .s3 import Listed
 
@@ -46,6 +47,8 @@ CREATE TABLE IF NOT EXISTS pending (
     state TEXT NOT NULL DEFAULT 'pending',   -- pending | failed
     reason TEXT,
     error TEXT,
+    fresh INTEGER NOT NULL DEFAULT 0,  -- seen changing by the feed and never tried: the replica,
+                                       -- if any, is an older copy of ours, so no need to probe it
     PRIMARY KEY (key, region)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pending_next_try ON pending (next_try);
@@ -59,14 +62,17 @@ CREATE TABLE IF NOT EXISTS uploads (
 """
 
 _UPSERT = """
-INSERT INTO pending (key, region, kind, etag, size, last_modified, version_id, origin, next_try)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO pending (key, region, kind, etag, size, last_modified, version_id, origin, next_try,
+                     fresh)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key, region) DO UPDATE SET
     kind = excluded.kind, etag = excluded.etag, size = excluded.size,
     last_modified = excluded.last_modified, version_id = excluded.version_id,
     origin = min(pending.origin, excluded.origin), attempts = 0,
-    next_try = excluded.next_try, state = 'pending', reason = NULL, error = NULL
+    next_try = excluded.next_try, state = 'pending', reason = NULL, error = NULL,
+    fresh = excluded.fresh
 """
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,7 @@ class Pending:
     next_try: float
     reason: str | None
     error: str | None
+    fresh: bool = False
 
 
 #: ``guard(deletes, listed_before, listed_now)``: may this many deletes go ahead?
@@ -130,7 +137,15 @@ class Journal:
             # last transactions may be redone, which every write here tolerates.
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            used = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'pending'").fetchone()[0]
+            if used and version != SCHEMA_VERSION:
+                db.close()
+                raise ReplicatorError(f"journal {self.path} has schema {version}, this version uses "
+                                      f"{SCHEMA_VERSION}: move it aside (its work is re-found by the "
+                                      "first listing and the replica markers)", reason="journal")
             db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db = db
         await self._run(connect)
         return self
@@ -177,7 +192,7 @@ class Journal:
                         puts += 1
                         origin = min(mtime, now) if before else now  # a backfill counts from now
                         db.executemany(_UPSERT, [(key, r, Kind.PUT.value, etag, size, mtime, None,
-                                                  origin, now) for r in regions])
+                                                  origin, now, int(before > 0)) for r in regions])
                 if replicate_deletes:
                     db.executemany("INSERT OR IGNORE INTO held_deletes VALUES (?, ?)", (
                         (key, now) for (key,) in db.execute(
@@ -200,7 +215,7 @@ class Journal:
     def _release_held(self, regions: list[str]) -> int:
         """Queue every held delete for every region (inside a transaction)."""
         rows = self.db.execute("SELECT key, seen FROM held_deletes").fetchall()
-        self.db.executemany(_UPSERT, [(key, r, Kind.DELETE.value, "", 0, seen, None, seen, seen)
+        self.db.executemany(_UPSERT, [(key, r, Kind.DELETE.value, "", 0, seen, None, seen, seen, 0)
                                       for key, seen in rows for r in regions])
         self.db.execute("DELETE FROM held_deletes")
         return len(rows)
@@ -250,7 +265,7 @@ class Journal:
     async def enqueue(self, change: Change, regions: Iterable[str]) -> None:
         """Queue a change for regions, replacing any older pending change of that key."""
         rows = [(change.key, r, change.kind.value, change.etag, change.size, change.last_modified,
-                 change.version_id, change.origin or time.time(), time.time()) for r in regions]
+                 change.version_id, change.origin or time.time(), time.time(), 0) for r in regions]
 
         def upsert() -> None:
             with self._tx():
@@ -262,7 +277,7 @@ class Journal:
         def insert() -> int:
             now = time.time()
             with self._tx():
-                rows = [(key, region, Kind.PUT.value, etag, size, mtime, None, now, now)
+                rows = [(key, region, Kind.PUT.value, etag, size, mtime, None, now, now, 0)
                         for key, etag, size, mtime in self.db.execute("SELECT * FROM listing")
                         if wants(key)]
                 self.db.executemany(_UPSERT, rows)
@@ -286,6 +301,15 @@ class Journal:
                                    (now, *regions, limit + len(busy))).fetchall()
             return [p for p in map(_pending, rows) if (p.change.key, p.region) not in busy][:limit]
         return await self._run(select) if regions else []
+
+    async def dispatched(self, rows: list[Pending]) -> None:
+        """Rows handed to the copier are no longer fresh: after a crash, probe before copying."""
+        def update() -> None:
+            with self._tx():
+                self.db.executemany("UPDATE pending SET fresh = 0 WHERE key = ? AND region = ?",
+                                    [(r.change.key, r.region) for r in rows])
+        if any(r.fresh for r in rows):
+            await self._run(update)
 
     async def revive(self, region: str) -> int:
         """A region is back: everything it was waiting for is due now, failed rows included."""
@@ -423,7 +447,7 @@ class Journal:
 
 def _pending(row: tuple[Any, ...]) -> Pending:
     (key, region, kind, etag, size, mtime, version_id, origin, attempts, next_try, state,
-     reason, error) = row
+     reason, error, fresh) = row
     change = Change(key=key, kind=Kind(kind), etag=etag, size=size, last_modified=mtime,
                     version_id=version_id, origin=origin)
-    return Pending(change, region, attempts, state, next_try, reason, error)
+    return Pending(change, region, attempts, state, next_try, reason, error, bool(fresh))

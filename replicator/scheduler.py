@@ -124,9 +124,11 @@ class Scheduler:
             groups: dict[Change, list[Pending]] = {}
             for row in rows:
                 groups.setdefault(row.change, []).append(row)
+            await self.journal.dispatched(rows)
             for change, group in groups.items():
                 started = time.monotonic()
-                results = await self.copier.apply(change, [r.region for r in group])
+                results = await self.copier.apply(change, [r.region for r in group],
+                                                  probe={r.region for r in group if not r.fresh})
                 elapsed = time.monotonic() - started
                 await asyncio.shield(self._record(change, group, results, elapsed))
         except Exception:

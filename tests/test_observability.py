@@ -27,6 +27,8 @@ def get(url: str) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+    except OSError:  # not listening (yet)
+        return 0, ""
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
