@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from . import errors
+from .budget import ByteBudget
 from .config import Replication
 from .journal import Journal
 from .model import (
@@ -85,6 +86,7 @@ class Copier:
         self.options = options
         self.storage_classes = storage_classes
         self.journal = journal
+        self.budget = ByteBudget(options.max_bytes_in_flight)
 
     async def apply(self, change: Change, regions: list[str],
                     probe: set[str] | None = None) -> list[RegionResult]:
@@ -139,6 +141,10 @@ class Copier:
         return await self.source.get_tags(change.key) if head.tag_count else {}
 
     async def _copy_single(self, change: Change, targets: list[str]) -> list[RegionResult]:
+        async with self.budget.hold(change.size):
+            return await self._copy_body(change, targets)
+
+    async def _copy_body(self, change: Change, targets: list[str]) -> list[RegionResult]:
         head, body = await self.source.get(change.key, if_match=change.etag)
         sent = digest(body, self.options.checksum_algorithm)
         if head.etag_is_md5:
@@ -181,8 +187,13 @@ class Copier:
     async def _copy_multipart(self, change: Change, targets: list[str]) -> list[RegionResult]:
         part_size, mirrored = await self._part_size(change)
         count = max(1, math.ceil(change.size / part_size))
-        head, first = await self._read_part(change, 1, part_size)
-        tags = await self._read_tags(change, head)
+        first_taken = await self.budget.acquire(part_size)
+        try:
+            head, first = await self._read_part(change, 1, part_size)
+            tags = await self._read_tags(change, head)
+        except BaseException:
+            await self.budget.release(first_taken)
+            raise
         uploads: list[_Upload] = []
         results: dict[str, RegionResult] = {}
 
@@ -194,9 +205,14 @@ class Copier:
             uploads.append(_Upload(region, store, upload_id))
             return RegionResult(region, Outcome.COPIED)
 
-        results.update((r.region, r) for r in await self._each(targets, start) if not r.done)
         try:
-            part_md5s, whole = await self._stream_parts(change, uploads, first, count, part_size)
+            results.update((r.region, r) for r in await self._each(targets, start) if not r.done)
+        except BaseException:
+            await self.budget.release(first_taken)
+            raise
+        try:
+            part_md5s, whole = await self._stream_parts(change, uploads, (first, first_taken),
+                                                        count, part_size)
             if mirrored:
                 check_source(f"{change.key} from source", change.etag, composite_etag(part_md5s))
             elif not change.multipart_etag and head.etag_is_md5:
@@ -216,32 +232,43 @@ class Copier:
             raise errors.TransientError(f"{change.key}: short read of part {number}")
         return head, data
 
-    async def _stream_parts(self, change: Change, uploads: list[_Upload], first: bytes,
-                            count: int, part_size: int) -> tuple[list[bytes], bytes]:
+    async def _stream_parts(self, change: Change, uploads: list[_Upload],
+                            first: tuple[bytes, int], count: int,
+                            part_size: int) -> tuple[list[bytes], bytes]:
         """Read every part once, in order, and send it to every live upload.
 
-        Returns the md5 of each part and the md5 of the whole object.
+        ``first`` is part 1, already read, with the budget it holds. Returns the
+        md5 of each part and the md5 of the whole object.
         """
         window = asyncio.Semaphore(self.options.parts_in_flight)
         whole = hashlib.md5()
         part_md5s: list[bytes] = []
         sending: list[asyncio.Task[None]] = []
 
-        async def send(number: int, body: bytes, sent: Digest) -> None:
+        async def send(number: int, body: bytes, sent: Digest, taken: int) -> None:
             try:
                 await asyncio.gather(*(self._send_part(change.key, u, number, body, sent)
                                        for u in uploads if u.error is None))
             finally:
+                await self.budget.release(taken)
                 window.release()
 
+        body, taken = first
         try:
             for number in range(1, count + 1):
                 await window.acquire()
-                body = first if number == 1 else (await self._read_part(change, number, part_size))[1]
+                if number > 1:
+                    taken = await self.budget.acquire(part_size)
+                    try:
+                        body = (await self._read_part(change, number, part_size))[1]
+                    except BaseException:
+                        await self.budget.release(taken)
+                        window.release()
+                        raise
                 whole.update(body)
                 sent = digest(body, self.options.checksum_algorithm)
                 part_md5s.append(sent.md5)
-                sending.append(asyncio.create_task(send(number, body, sent)))
+                sending.append(asyncio.create_task(send(number, body, sent, taken)))
             await asyncio.gather(*sending)
         finally:
             for task in sending:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import random
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from replicator import errors
+from replicator.budget import ByteBudget
 from replicator.config import Retry
 from replicator.copier import replica_is_current
 from replicator.journal import Journal
@@ -148,3 +150,17 @@ async def test_journal_diffs_listings_and_only_removes_the_change_it_verified(tm
                                       if p.region == row.region}
     finally:
         await journal.close()
+
+
+async def test_byte_budget_never_lets_more_than_its_limit_through() -> None:
+    budget = ByteBudget(100)
+    peak = 0
+
+    async def use(nbytes: int) -> None:
+        nonlocal peak
+        async with budget.hold(nbytes):
+            peak = max(peak, budget.used)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(use(n) for n in (60, 30, 50, 200, 10, 90)))
+    assert peak <= 100 and budget.used == 0
