@@ -17,6 +17,7 @@ from .config import Config
 from .errors import ConfigError, ReplicatorError
 from .journal import Journal
 from .service import Service
+from .setup_events import setup_events
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
 #: Commands that read or write only the journal, never S3.
@@ -32,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("status", "backlog and failures per region, from the journal"),
                        ("verify", "audit: compare every region with the source, exit 0 if consistent"),
                        ("retry", "re-queue failed items now"),
-                       ("approve-deletes", "release the deletes held back by the delete guard")):
+                       ("approve-deletes", "release the deletes held back by the delete guard"),
+                       ("setup-events", "create or check the SQS queues and bucket notifications "
+                                        "of the events feed")):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("-c", "--config", required=True, help="YAML configuration file")
         cmd.add_argument("--log-format", choices=("plain", "json"), default="plain")
@@ -57,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "verify":
         return asyncio.run(_verify(config, args.prefix, args.repair))
+    if args.command == "setup-events":
+        return asyncio.run(_setup_events(config))
     if args.command == "retry":
         return asyncio.run(_retry(config, args.region, args.key))
     if args.command == "run":
@@ -173,4 +178,20 @@ async def _approve_deletes(config: Config) -> int:
     finally:
         await journal.close()
     print(f"released {count} held deletes to every region")
+    return EXIT_OK
+
+
+async def _setup_events(config: Config) -> int:
+    if config.feed.kind != "events" or config.feed.queue is None:
+        print("replicator: setup-events needs feed.kind: events and feed.queue", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        changes = await setup_events(config)
+    except ReplicatorError as exc:
+        print(f"replicator: setup-events failed: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    for change in changes:
+        print(change)
+    if not changes:
+        print("events feed already set up: nothing changed")
     return EXIT_OK

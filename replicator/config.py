@@ -130,8 +130,25 @@ class Replication(_Model):
 
 
 class Feed(_Model):
-    kind: Literal["poll"] = Field("poll", description="how changes are found")
+    kind: Literal["poll", "events"] = Field(
+        "poll", description="poll: list the source on an interval; events: S3 event "
+        "notifications from an SQS queue, plus a periodic listing sweep")
     poll_interval: float = Field(30.0, gt=0, description="seconds between source listings")
+    queue: str | None = Field(None, description="events: SQS queue name (on the source's "
+                              "endpoint, with its credentials)")
+    sweep_interval: float = Field(3600.0, gt=0, description="events: seconds between listing "
+                                  "sweeps that catch what events missed (deletes, lost events)")
+    visibility_timeout: int = Field(60, ge=1, le=43200, description="events: seconds a received "
+                                    "message stays hidden; extended while its copy runs")
+    wait_time: int = Field(20, ge=0, le=20, description="events: SQS long-poll seconds")
+    max_receives: int = Field(5, ge=1, description="events: receives before SQS moves a message "
+                              "to the dead-letter queue (set by `replicator setup-events`)")
+
+    @model_validator(mode="after")
+    def _queue_for_events(self) -> Feed:
+        if self.kind == "events" and not self.queue:
+            raise ValueError("feed.kind events needs feed.queue (an SQS queue name)")
+        return self
 
 
 class Journal(_Model):

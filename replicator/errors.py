@@ -9,6 +9,7 @@
     │   ├── AccessDenied       wrong or expired credentials, missing permission
     │   ├── NoSuchBucket       the bucket does not exist
     │   ├── NoSuchKey          the object is gone (source vanished)
+    │   ├── NoSuchQueue        the events feed's SQS queue does not exist
     │   └── SourceChanged      the object changed under a pinned read (412)
     └── ChecksumMismatch       bytes differ from what was read; retry, never "done"
 
@@ -75,6 +76,10 @@ class NoSuchBucket(PermanentError):
 
 class NoSuchKey(PermanentError):
     reason = "source_vanished"
+
+
+class NoSuchQueue(PermanentError):
+    reason = "no_such_queue"
 
 
 class SourceChanged(PermanentError):

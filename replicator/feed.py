@@ -37,6 +37,9 @@ class PollFeed:
         self.on_changes = on_changes
         self.health = health
         self.guard = guard or Deletes()
+        #: Poll mode: the last listing is what the replicas hold. Not so when events
+        #: (from any number of replicas) also change them: then changes are probed.
+        self.trusted = True
 
     async def poll_once(self) -> Diff:
         """List the whole source and queue every difference; raise if the listing fails."""
@@ -58,7 +61,8 @@ class PollFeed:
         if self.health:
             self.health.ok("source")
         diff = await self.journal.commit_listing(list(self.regions), self.options.wants,
-                                                 self.options.replicate_deletes, self.guard.allows)
+                                                 self.options.replicate_deletes, self.guard.allows,
+                                                 trusted=self.trusted)
         if diff.puts or diff.deletes:
             log.info("source listing: %d objects, %d to copy, %d to delete",
                      diff.listed, diff.puts, diff.deletes)

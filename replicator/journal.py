@@ -55,6 +55,17 @@ CREATE INDEX IF NOT EXISTS pending_next_try ON pending (next_try);
 CREATE TABLE IF NOT EXISTS held_deletes (
     key TEXT PRIMARY KEY, seen REAL NOT NULL      -- deletes waiting for the guard or an operator
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (       -- SQS messages received, deleted once their key is done
+    id TEXT PRIMARY KEY, receipt TEXT NOT NULL, key TEXT NOT NULL, received REAL NOT NULL,
+    extended REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_key ON messages (key);
+CREATE TABLE IF NOT EXISTS sequencers (     -- newest S3 event sequencer applied, per key
+    key TEXT PRIMARY KEY, sequencer TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (   -- event messages that could not be understood
+    id TEXT PRIMARY KEY, body TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uploads (
     region TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL, started REAL NOT NULL,
     PRIMARY KEY (region, upload_id)
@@ -72,7 +83,10 @@ ON CONFLICT (key, region) DO UPDATE SET
     next_try = excluded.next_try, state = 'pending', reason = NULL, error = NULL,
     fresh = excluded.fresh
 """
-SCHEMA_VERSION = 2
+#: The same, but an identical change already queued keeps its attempts and back-off
+#: (a redelivered event must not restart a failing item's retries).
+_UPSERT_NEW = _UPSERT.rstrip() + " WHERE pending.kind != excluded.kind OR pending.etag != excluded.etag"
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +185,15 @@ class Journal:
         await self._run(insert)
 
     async def commit_listing(self, regions: list[str], wants: Callable[[str], bool],
-                             replicate_deletes: bool, guard: DeleteGuard) -> Diff:
+                             replicate_deletes: bool, guard: DeleteGuard,
+                             trusted: bool = True) -> Diff:
         """Adopt the staged listing as complete, queueing every difference for every region.
 
         Only a listing that finished is committed, so a listing that fails part-way
         never turns into deletes. Deletes go through the delete guard: a pass that
         would delete more than it allows holds them until an operator approves.
+        ``trusted``: the previous listing is the replicas' state (poll mode), so a
+        changed key is copied without probing its replicas first.
         """
         def commit() -> Diff:
             now = time.time()
@@ -192,7 +209,8 @@ class Journal:
                         puts += 1
                         origin = min(mtime, now) if before else now  # a backfill counts from now
                         db.executemany(_UPSERT, [(key, r, Kind.PUT.value, etag, size, mtime, None,
-                                                  origin, now, int(before > 0)) for r in regions])
+                                                  origin, now, int(trusted and before > 0))
+                                                 for r in regions])
                 if replicate_deletes:
                     db.executemany("INSERT OR IGNORE INTO held_deletes VALUES (?, ?)", (
                         (key, now) for (key,) in db.execute(
@@ -301,6 +319,85 @@ class Journal:
                                    (now, *regions, limit + len(busy))).fetchall()
             return [p for p in map(_pending, rows) if (p.change.key, p.region) not in busy][:limit]
         return await self._run(select) if regions else []
+
+    async def apply_events(self, changes: list[tuple[Change, str | None]], regions: list[str],
+                           message: tuple[str, str] | None) -> int:
+        """Queue changes from S3 events; returns how many were newer than what is known.
+
+        A change whose sequencer is not above the key's newest one is stale and
+        dropped. The listing is updated too, so the next sweep does not find
+        these changes again. ``message`` (id, receipt) is remembered until every
+        change of its keys is done.
+        """
+        def apply() -> int:
+            now = time.time()
+            db = self.db
+            applied = 0
+            with self._tx():
+                if message is not None and db.execute(
+                        "UPDATE messages SET receipt = ? WHERE id = ?", message[::-1]).rowcount:
+                    return 0  # redelivered while its work is still under way
+                for change, sequencer in changes:
+                    if sequencer is not None:
+                        known = db.execute("SELECT sequencer FROM sequencers WHERE key = ?",
+                                           (change.key,)).fetchone()
+                        if known is not None and int(known[0], 16) >= int(sequencer, 16):
+                            continue
+                        db.execute("INSERT OR REPLACE INTO sequencers VALUES (?, ?)",
+                                   (change.key, sequencer))
+                    applied += 1
+                    # Only a sequencer proves the change is new; without one, probe first.
+                    fresh = int(sequencer is not None and change.kind is Kind.PUT)
+                    db.executemany(_UPSERT_NEW, [(
+                        change.key, r, change.kind.value, change.etag, change.size,
+                        change.last_modified, change.version_id, change.origin, now, fresh)
+                        for r in regions])
+                    if change.kind is Kind.PUT:
+                        db.execute("INSERT OR REPLACE INTO listing VALUES (?, ?, ?, ?)",
+                                   (change.key, change.etag, change.size, change.last_modified))
+                    else:
+                        db.execute("DELETE FROM listing WHERE key = ?", (change.key,))
+                    if message is not None:
+                        db.execute("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?)",
+                                   (message[0], message[1], change.key, now, now))
+            return applied
+        return await self._run(apply)
+
+    async def settled_messages(self, limit: int = 100) -> list[tuple[str, str]]:
+        """Messages none of whose keys has work left: safe to delete from the queue."""
+        return await self._run(lambda: self.db.execute(
+            "SELECT id, receipt FROM messages m WHERE NOT EXISTS "
+            "(SELECT 1 FROM pending p WHERE p.key = m.key) LIMIT ?", (limit,)).fetchall())
+
+    async def messages_to_extend(self, older_than: float) -> list[tuple[str, str]]:
+        """Messages whose work is under way (not failed), last extended before ``older_than``.
+
+        A message whose work has failed is left to expire, so that the queue's
+        redrive policy can move it to the dead-letter queue.
+        """
+        return await self._run(lambda: self.db.execute(
+            "SELECT id, receipt FROM messages m WHERE extended < ? AND EXISTS (SELECT 1 FROM "
+            "pending p WHERE p.key = m.key AND p.state = 'pending')", (older_than,)).fetchall())
+
+    async def extended(self, ids: list[str]) -> None:
+        def update() -> None:
+            with self._tx():
+                self.db.executemany("UPDATE messages SET extended = ? WHERE id = ?",
+                                    [(time.time(), i) for i in ids])
+        await self._run(update)
+
+    async def forget_messages(self, ids: list[str]) -> None:
+        def delete() -> None:
+            with self._tx():
+                self.db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
+        await self._run(delete)
+
+    async def dead_letter(self, message_id: str, body: str, reason: str) -> None:
+        def insert() -> None:
+            with self._tx():
+                self.db.execute("INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?)",
+                                (message_id, body[:65536], reason, time.time()))
+        await self._run(insert)
 
     async def dispatched(self, rows: list[Pending]) -> None:
         """Rows handed to the copier are no longer fresh: after a crash, probe before copying."""

@@ -73,6 +73,9 @@ class Metrics:
         self.deletes_held = Gauge(
             "replicator_deletes_held", "Deletes held back by the delete guard, waiting for "
             "`replicator approve-deletes` or a config change.", registry=registry)
+        self.malformed_events = Counter(
+            "replicator_malformed_events", "Event messages that were not S3 events, moved aside.",
+            registry=registry)
         self.audit_interval = Gauge("replicator_audit_interval_seconds",
                                     "Configured seconds between audits.", registry=registry)
         for region in regions:

@@ -276,6 +276,8 @@ _CODES: dict[str, type[errors.ReplicatorError]] = {
     "SignatureDoesNotMatch": errors.AccessDenied,
     "ExpiredToken": errors.AccessDenied,
     "InvalidToken": errors.AccessDenied,
+    "AWS.SimpleQueueService.NonExistentQueue": errors.NoSuchQueue,
+    "QueueDoesNotExist": errors.NoSuchQueue,
     "PreconditionFailed": errors.SourceChanged,
     "412": errors.SourceChanged,
     "BadDigest": errors.ChecksumMismatch,
@@ -341,13 +343,13 @@ class Clients:
             retries={"total_max_attempts": 1},  # tenacity retries; botocore must not as well
             request_checksum_calculation="when_required",  # we compute and send our own
             response_checksum_validation="when_required",
-            connect_timeout=5, read_timeout=60, tcp_keepalive=True,
+            connect_timeout=5, read_timeout=60, tcp_keepalive=True,  # > SQS long-poll wait
             s3={"addressing_style": "path"},
         )
 
-    async def client_for(self, endpoint: Endpoint) -> Any:
+    async def client_for(self, endpoint: Endpoint, service: str = "s3") -> Any:
         creds = endpoint.credentials
-        key = (endpoint.endpoint_url, endpoint.region, creds)
+        key = (service, endpoint.endpoint_url, endpoint.region, creds)
         if key not in self._clients:
             session = AioSession(profile=creds.profile if creds else None)
             kwargs: dict[str, Any] = {}
@@ -359,7 +361,7 @@ class Clients:
             if endpoint.endpoint_url is None:
                 config = config.merge(BotoConfig(s3={"addressing_style": "auto"}))
             self._clients[key] = await self._stack.enter_async_context(session.create_client(
-                "s3", endpoint_url=endpoint.endpoint_url, region_name=endpoint.region,
+                service, endpoint_url=endpoint.endpoint_url, region_name=endpoint.region,
                 config=config, **kwargs))
         return self._clients[key]
 

@@ -15,11 +15,13 @@ from .auditor import Auditor
 from .config import Config
 from .copier import Copier
 from .errors import ConfigError, ReplicatorError, Throttled
+from .events import EventsFeed
 from .feed import PollFeed
 from .health import Health
 from .journal import Journal
 from .lanes import Lane
 from .metrics import Metrics
+from .queue import SqsQueue
 from .retry import RequestRetry
 from .s3 import Clients, ObjectStore, S3Store
 from .scheduler import Scheduler
@@ -67,6 +69,14 @@ class Service:
         self.feed = PollFeed(self.source, self.journal, self.regions, cfg.replication,
                              interval=cfg.feed.poll_interval, on_changes=self.scheduler.wake,
                              guard=cfg.delete_guard, health=self.health)
+        self.events: EventsFeed | None = None
+        if cfg.feed.kind == "events":
+            assert cfg.feed.queue is not None
+            queue = SqsQueue(await self.clients.client_for(cfg.source, "sqs"), cfg.feed.queue, retry)
+            self.events = EventsFeed(
+                queue, self.feed, self.journal, self.regions, cfg.replication, cfg.feed,
+                self.metrics, receivers=max(1, cfg.replication.concurrency // 10),
+                on_changes=self.scheduler.wake)
         self.auditor = Auditor(self.source, self.regions, self.journal, cfg.replication,
                                self.metrics, cfg.delete_guard)
         return self
@@ -90,6 +100,8 @@ class Service:
             return False
         fixed = ("source", "journal", "http")
         changed = [name for name in fixed if getattr(new, name) != getattr(self.config, name)]
+        if (new.feed.kind, new.feed.queue) != (self.config.feed.kind, self.config.feed.queue):
+            changed.append("feed.kind or feed.queue")
         if changed:
             log.error("reload rejected, still running the previous config: changing %s needs a "
                       "restart", ", ".join(changed))
@@ -206,7 +218,7 @@ class Service:
                      ", ".join(f"{r.name} ({r.bucket})" for r in self.config.regions),
                      self.config.http.listen)
             async with asyncio.TaskGroup() as group:
-                group.create_task(self.feed.run(stop))
+                group.create_task(self.events.run(stop) if self.events else self.feed.run(stop))
                 group.create_task(self.scheduler.run(stop, grace=self.config.shutdown_grace))
                 group.create_task(self._every(stop, self.config.breaker.probe_interval, self.check))
                 group.create_task(self._every(stop, self.config.audit.interval, self._audit,

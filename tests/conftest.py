@@ -41,12 +41,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "con
     """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
+        started = time.monotonic()
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(_pause(started))
+
+
+def _pause(started: float) -> float:
+    """Between two looks, rest as long as a look costs (a look lists buckets on moto,
+    which serves everyone): cheap checks stay quick, heavy ones stop hogging the servers."""
+    return min(1.0, max(0.05, time.monotonic() - started))
 
 
 @pytest.fixture(scope="session")
@@ -156,6 +163,7 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 60, what: st
     """``wait_for`` for async tests: a blocking predicate runs off the event loop."""
     deadline = time.monotonic() + timeout
     while True:
+        started = time.monotonic()
         if inspect.iscoroutinefunction(predicate):
             value = await predicate()
         else:
@@ -166,4 +174,4 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 60, what: st
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(_pause(started))
