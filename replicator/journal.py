@@ -370,14 +370,16 @@ class Journal:
             "(SELECT 1 FROM pending p WHERE p.key = m.key) LIMIT ?", (limit,)).fetchall())
 
     async def messages_to_extend(self, older_than: float) -> list[tuple[str, str]]:
-        """Messages whose work is under way (not failed), last extended before ``older_than``.
+        """Messages whose work is under way and has not failed yet, last extended before
+        ``older_than``.
 
-        A message whose work has failed is left to expire, so that the queue's
-        redrive policy can move it to the dead-letter queue.
+        A message whose work has failed (or waits for a region out of service) is
+        left to expire: redelivered often enough, the queue's redrive policy moves
+        it to the dead-letter queue, while the journal keeps the work and its reason.
         """
         return await self._run(lambda: self.db.execute(
             "SELECT id, receipt FROM messages m WHERE extended < ? AND EXISTS (SELECT 1 FROM "
-            "pending p WHERE p.key = m.key AND p.state = 'pending')", (older_than,)).fetchall())
+            "pending p WHERE p.key = m.key AND p.reason IS NULL)", (older_than,)).fetchall())
 
     async def extended(self, ids: list[str]) -> None:
         def update() -> None:

@@ -32,7 +32,9 @@ def s3_client(endpoint: str) -> Any:
     return boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
-        config=BotoConfig(retries={"total_max_attempts": 1},
+        # A few retries: the suite loads four moto servers on two cores, and a test's own
+        # setup calls should not fail on a hiccup (replicator's retries are under test).
+        config=BotoConfig(retries={"total_max_attempts": 3, "mode": "standard"},
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import signal
@@ -14,9 +15,11 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from botocore.config import Config as BotoConfig
 from prometheus_client import CollectorRegistry
 
+from dev.motostack import free_port
 from replicator.events import Malformed, parse
 from replicator.service import Service
 
@@ -140,3 +143,82 @@ async def test_a_replayed_older_event_never_wins_and_deletes_come_from_the_sweep
         finally:
             stop.set()
             await asyncio.wait_for(daemon, 30)
+
+
+async def test_a_message_whose_copy_keeps_failing_reaches_the_dead_letter_queue(world: World) -> None:
+    overrides = events_overrides(retry__item_attempts=1, retry__failed_interval=600,
+                                 feed__sweep_interval=3600, feed__visibility_timeout=1)
+    _, proc = setup(world, **overrides)
+    assert proc.returncode == 0, proc.stderr
+    world.clients["r2"].delete_bucket(Bucket=world.buckets["r2"])
+    client = sqs(world)
+    dlq = client.get_queue_url(QueueName=overrides["feed__queue"] + "-dlq")["QueueUrl"]
+    stop = asyncio.Event()
+    async with Service(world.config(**overrides)) as service:
+        daemon = asyncio.create_task(service.run(stop))
+        try:
+            world.put("cursed", b"never lands in r2")
+            await eventually(lambda: "cursed" in world.objects("r1"), what="the healthy regions")
+
+            def in_dlq() -> bool:
+                attrs = client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["All"])
+                return attrs["Attributes"]["ApproximateNumberOfMessages"] == "1"
+
+            async def dead() -> bool:
+                # Receiving is what moves an over-received message aside in SQS (and moto).
+                return await asyncio.to_thread(in_dlq)
+            await eventually(dead, timeout=60, what="the message in the dead-letter queue")
+            reasons = {(f.change.key, f.region, f.reason) for f in await service.journal.failures()}
+            assert ("cursed", "r2", "no_such_bucket") in reasons
+        finally:
+            stop.set()
+            await asyncio.wait_for(daemon, 30)
+
+
+def _run(world: World, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "replicator", "run", "-c", str(config),
+                                 "--log-format", "json"], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=world.tmp)
+
+
+def _copies(log: Path) -> list[tuple[str, str]]:
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [(r["key"], r["region"]) for r in records if r.get("outcome") == "copied"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_one", [False, True], ids=["share", "kill-9"])
+def test_two_replicas_share_one_queue(world: World, kill_one: bool) -> None:
+    overrides = events_overrides(feed__sweep_interval=3600, feed__visibility_timeout=3)
+    config, proc = setup(world, **overrides)
+    assert proc.returncode == 0, proc.stderr
+    raw = world.raw_config(**overrides)
+    configs, logs, daemons = [], [], []
+    for n in (1, 2):
+        raw["journal"]["path"] = str(world.tmp / f"journal-{n}.db")
+        raw["http"]["listen"] = f"127.0.0.1:{free_port()}"
+        path = world.tmp / f"replica-{n}.yaml"
+        path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+        configs.append(path)
+        logs.append(world.tmp / f"replica-{n}.log")
+        daemons.append(_run(world, path, logs[-1]))
+    try:
+        for i in range(1000):
+            world.put(f"w/{i:04d}", b"%d" % i)
+            if kill_one and i == 300:
+                daemons[0].send_signal(signal.SIGKILL)
+                daemons[0].wait()
+        want = set(world.etags("source"))
+        wait_for(lambda: all(set(world.etags(r)) == want for r in REGIONS), timeout=240,
+                 what="every write in every region")
+    finally:
+        for daemon in daemons:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                assert daemon.wait(timeout=30) == 0
+    assert world.converged()
+    shares = [_copies(log) for log in logs]
+    assert all(shares), "each replica copied some of the objects"
+    copies = collections.Counter(c for share in shares for c in share)
+    assert max(copies.values()) <= 2, copies.most_common(3)
