@@ -26,9 +26,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The daemon replicating a local moto "source" to three local moto "regions".
+# The daemon replicating a local moto "source" to three local moto "regions";
+# `make run FEED=events` runs it on S3 event notifications through SQS instead.
+FEED ?= poll
 run: install
-	$(BIN)/python -m dev.demo --config config/local.yaml
+	$(BIN)/python -m dev.demo --config $(if $(filter events,$(FEED)),config/local-events.yaml,config/local.yaml)
 
 # The whole suite, as CI runs it.
 test: install tools

@@ -151,6 +151,11 @@ def _watch(clients: dict, stop: threading.Event) -> None:
             return
 
 
+def _setup_events(config: str) -> None:
+    """Events mode: the queue and bucket notifications must exist before the first write."""
+    subprocess.run([sys.executable, "-m", "replicator", "setup-events", "-c", config], check=True)
+
+
 def _exit_on_signal(signum: int, _frame) -> None:
     # SystemExit unwinds through `finally`, so the moto servers get stopped.
     raise SystemExit(128 + signum)
@@ -206,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             region = SOURCE_REGION if name == "source" else name
             clients[name] = _client(servers[name], region)
             _create_bucket(clients[name], BUCKETS[name], region)
+        if "events" in Path(args.config).name:
+            _setup_events(args.config)
         count = _seed(clients["source"])
         say("started moto S3 servers (logs in .demo/):")
         for name, server in servers.items():
@@ -218,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return 130
-    except (RuntimeError, BotoCoreError, ClientError) as exc:
+    except (RuntimeError, BotoCoreError, ClientError, subprocess.CalledProcessError) as exc:
         say(f"setup failed: {exc}")
         return 1
     finally:

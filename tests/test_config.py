@@ -30,6 +30,8 @@ def test_shipped_configs_load(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [r.endpoint_url for r in local.regions] == [
         "http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9003"]
     assert local.replication.multipart_threshold == 8 * 2**20
+    events = Config.load(ROOT / "config" / "local-events.yaml")
+    assert (events.feed.kind, events.feed.queue) == ("events", "demo-events")
 
 
 def test_config_is_frozen() -> None:
@@ -49,6 +51,7 @@ def test_config_is_frozen() -> None:
     (lambda c: c["source"].update(colour="blue"), "source.colour: unknown field"),
     (lambda c: c["regions"][0]["credentials"].pop("secret_access_key"), "go together"),
     (lambda c: c.update(http={"listen": "9108"}), "http.listen: expected host:port"),
+    (lambda c: c["feed"].update(kind="events"), "feed: Value error, feed.kind events needs feed.queue"),
 ])
 def test_bad_config_names_the_field(mutate, message: str) -> None:
     raw = _base()
