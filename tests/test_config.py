@@ -51,7 +51,7 @@ def test_config_is_frozen() -> None:
     (lambda c: c["source"].update(colour="blue"), "source.colour: unknown field"),
     (lambda c: c["regions"][0]["credentials"].pop("secret_access_key"), "go together"),
     (lambda c: c.update(http={"listen": "9108"}), "http.listen: expected host:port"),
-    (lambda c: c["feed"].update(kind="events"), "feed: Value error, feed.kind events needs feed.queue"),
+    (lambda c: c["feed"].update(kind="events"), "feed: feed.kind events needs feed.queue"),
 ])
 def test_bad_config_names_the_field(mutate, message: str) -> None:
     raw = _base()
