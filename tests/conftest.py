@@ -20,6 +20,8 @@ from botocore.config import Config as BotoConfig
 from dev.motostack import MotoServer, free_port
 from replicator.config import Config
 
+from .faultproxy import FaultProxy
+
 REGIONS = ("r1", "r2", "r3")
 #: Small parts so multipart paths run on small objects (moto's minimum is lowered to match).
 PART = 300
@@ -149,6 +151,19 @@ class World:
     def open_uploads(self) -> dict[str, list[str]]:
         return {r: [u["Key"] for u in self.clients[r].list_multipart_uploads(
             Bucket=self.buckets[r]).get("Uploads", ())] for r in REGIONS}
+
+
+@pytest.fixture
+def proxies(world: World) -> Iterator[dict[str, FaultProxy]]:
+    """A fault proxy in front of the source and each region; the world is rewired through them
+    (the test's own clients keep talking to moto directly)."""
+    started = {name: FaultProxy(url).start() for name, url in world.endpoints.items()}
+    world.endpoints = {name: p.endpoint for name, p in started.items()}
+    try:
+        yield started
+    finally:
+        for proxy in started.values():
+            proxy.stop()
 
 
 @pytest.fixture

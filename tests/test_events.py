@@ -188,6 +188,7 @@ def _copies(log: Path) -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("kill_one", [False, True], ids=["share", "kill-9"])
 def test_two_replicas_share_one_queue(world: World, kill_one: bool) -> None:
     overrides = events_overrides(feed__sweep_interval=3600, feed__visibility_timeout=3)
@@ -210,7 +211,7 @@ def test_two_replicas_share_one_queue(world: World, kill_one: bool) -> None:
                 daemons[0].send_signal(signal.SIGKILL)
                 daemons[0].wait()
         want = set(world.etags("source"))
-        wait_for(lambda: all(set(world.etags(r)) == want for r in REGIONS), timeout=240,
+        wait_for(lambda: all(set(world.etags(r)) == want for r in REGIONS), timeout=480,
                  what="every write in every region")
     finally:
         for daemon in daemons:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,18 +15,6 @@ from replicator.service import Service
 
 from .conftest import PART, REGIONS, World, eventually
 from .faultproxy import FaultProxy
-
-
-@pytest.fixture
-def proxies(world: World) -> Iterator[dict[str, FaultProxy]]:
-    """A fault proxy in front of the source and each region; the world is rewired through them."""
-    started = {name: FaultProxy(url).start() for name, url in world.endpoints.items()}
-    world.endpoints = {name: p.endpoint for name, p in started.items()}
-    try:
-        yield started
-    finally:
-        for proxy in started.values():
-            proxy.stop()
 
 
 async def test_a_down_region_waits_with_a_reason_while_the_others_complete(

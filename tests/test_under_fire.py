@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +19,6 @@ from replicator.service import Service
 
 from .conftest import PART, REGIONS, World, eventually, wait_for
 from .faultproxy import FaultProxy
-
-
-@pytest.fixture
-def proxies(world: World) -> Iterator[dict[str, FaultProxy]]:
-    started = {name: FaultProxy(url).start() for name, url in world.endpoints.items()}
-    world.endpoints = {name: p.endpoint for name, p in started.items()}
-    try:
-        yield started
-    finally:
-        for proxy in started.values():
-            proxy.stop()
 
 
 async def run_daemon(service: Service, stop: asyncio.Event) -> asyncio.Task[None]:
