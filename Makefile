@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install tools run test clean
+.PHONY: install tools run test bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,12 @@ run: install
 # The whole suite, as CI runs it.
 test: install tools
 	$(BIN)/python -m pytest
+
+# replicator sync against rclone copy, side by side (not part of `make test`);
+# pass options with BENCH_ARGS, e.g. BENCH_ARGS="--workload small --flavour rclone --runs 1".
+bench: install
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache
