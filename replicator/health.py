@@ -89,7 +89,3 @@ class Health:
         if result.reason in IMMEDIATE or self._streak[name] >= self.threshold:
             self.down(name, result.reason or "error", result.error or "")
         return False
-
-    @property
-    def ready(self) -> bool:
-        return not self.problems
