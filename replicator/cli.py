@@ -107,11 +107,15 @@ async def _status(config: Config) -> int:
     try:
         regions = [r.name for r in config.regions]
         now = time.time()
-        print(f"{'region':<20} {'pending':>8} {'failed':>8} {'MiB':>10} {'oldest':>10}")
+        health = await journal.health()
+        print(f"{'region':<20} {'pending':>8} {'failed':>8} {'MiB':>10} {'oldest':>10}  breaker")
         for row in await journal.backlog(regions):
             oldest = f"{now - row.oldest_origin:.0f}s" if row.oldest_origin else "-"
+            state = f"OPEN: {health[row.region]}" if row.region in health else "closed"
             print(f"{row.region:<20} {row.pending:>8} {row.failed:>8} "
-                  f"{(row.bytes or 0) / 2**20:>10.1f} {oldest:>10}")
+                  f"{(row.bytes or 0) / 2**20:>10.1f} {oldest:>10}  {state}")
+        if "source" in health:
+            print(f"source: {health['source']}")
         held = await journal.held_deletes()
         if held:
             print(f"\n{held} deletes held back by the delete guard: "

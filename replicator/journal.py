@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS sequencers (     -- newest S3 event sequencer applied
 CREATE TABLE IF NOT EXISTS dead_letters (   -- event messages that could not be understood
     id TEXT PRIMARY KEY, body TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS health (         -- endpoints out of service, as the daemon last saw
+    name TEXT PRIMARY KEY, problem TEXT NOT NULL, at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uploads (
     region TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL, started REAL NOT NULL,
     PRIMARY KEY (region, upload_id)
@@ -86,7 +89,7 @@ ON CONFLICT (key, region) DO UPDATE SET
 #: The same, but an identical change already queued keeps its attempts and back-off
 #: (a redelivered event must not restart a failing item's retries).
 _UPSERT_NEW = _UPSERT.rstrip() + " WHERE pending.kind != excluded.kind OR pending.etag != excluded.etag"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +396,18 @@ class Journal:
             with self._tx():
                 self.db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
         await self._run(delete)
+
+    async def save_health(self, problems: dict[str, str]) -> None:
+        """Record which breakers are open, for `replicator status` in another process."""
+        def replace() -> None:
+            with self._tx():
+                self.db.execute("DELETE FROM health")
+                self.db.executemany("INSERT INTO health VALUES (?, ?, ?)",
+                                    [(n, p, time.time()) for n, p in problems.items()])
+        await self._run(replace)
+
+    async def health(self) -> dict[str, str]:
+        return await self._run(lambda: dict(self.db.execute("SELECT name, problem FROM health")))
 
     async def dead_letter(self, message_id: str, body: str, reason: str) -> None:
         def insert() -> None:

@@ -169,6 +169,7 @@ class Service:
                 self.scheduler.wake()
         await asyncio.gather(probe("source", self.source),
                              *(probe(n, s) for n, s in self.regions.items()))
+        await self.journal.save_health(self.health.problems)
 
     async def recover(self) -> None:
         """Abort multipart uploads a previous run left open (a crash, a kill -9)."""
