@@ -42,8 +42,8 @@ class Workload:
 
     @property
     def label(self) -> str:
-        unit, scale = next((u, s) for u, s in (("MiB", MiB), ("KiB", KiB), ("B", 1))
-                           if self.size >= s or s == 1)
+        unit, scale = next(((u, s) for u, s in (("MiB", MiB), ("KiB", KiB)) if self.size >= s),
+                           ("B", 1))
         return f"{self.count:,} × {self.size / scale:g} {unit}"
 
     @property
@@ -66,9 +66,9 @@ class Manifest:
     index: dict[str, int] = field(default_factory=dict)
     _composite: dict[tuple[str, int], str] = field(default_factory=dict)
 
-    def add(self, i: int, body: bytes) -> None:
+    def add(self, i: int, md5: str) -> None:
         key = self.workload.key(i)
-        self.md5[key] = hashlib.md5(body).hexdigest()
+        self.md5[key] = md5
         self.index[key] = i
 
     def etag_ok(self, key: str, etag: str, part_size: int) -> bool:
@@ -103,7 +103,7 @@ def write_tree(root: Path, bucket: str, workload: Workload) -> Manifest:
         path = root / bucket / workload.key(i)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
-        manifest.add(i, body)
+        manifest.add(i, hashlib.md5(body).hexdigest())
     return manifest
 
 
@@ -140,12 +140,13 @@ def put_all(url: str, bucket: str, workload: Workload) -> Manifest:
     s3 = client(url)
     s3.create_bucket(Bucket=bucket)
 
-    def put(i: int) -> None:
+    def put(i: int) -> str:
         body = workload.body(i)
         s3.put_object(Bucket=bucket, Key=workload.key(i), Body=body)
-        manifest.add(i, body)
+        return hashlib.md5(body).hexdigest()
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(put, range(workload.count)))
+        for i, md5 in enumerate(pool.map(put, range(workload.count))):
+            manifest.add(i, md5)  # in key order, so the verified sample is the same every run
     return manifest
 
 
