@@ -57,15 +57,16 @@ class Health:
         return {r for r in regions if r not in self.problems}
 
     def ok(self, name: str) -> bool:
-        """Record a success; True when this closes an open breaker."""
+        """Record a success; True when this closes a breaker a failure had opened."""
         self._streak[name] = 0
         self._gauge(name, up=True)
         if name not in self.problems:
             return False
         was = self.problems.pop(name)
         self.since[name] = time.time()
-        if was != UNCHECKED:
-            log.info("%s answers again (was: %s); its waiting work resumes", name, was)
+        if was == UNCHECKED:
+            return False  # first contact: nothing was held back, nothing to make due again
+        log.info("%s answers again (was: %s); its waiting work resumes", name, was)
         return True
 
     def down(self, name: str, reason: str, message: str) -> None:
