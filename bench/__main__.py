@@ -68,6 +68,8 @@ class Result:
 
 
 class Bench:
+    """One benchmark: runs what the arguments select and collects results and failures."""
+
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
@@ -79,6 +81,7 @@ class Bench:
         self.notes: list[str] = []
 
     def log(self, text: str) -> None:
+        """Progress on stderr, so stdout carries only the report."""
         print(text, file=sys.stderr, flush=True)
 
     # -- the whole run ---------------------------------------------------------
@@ -386,7 +389,7 @@ def _version(argv: list[str]) -> str:
 
 
 def header(args: argparse.Namespace, bench: Bench, started: datetime.datetime,
-           load: tuple[float, ...]) -> str:
+           load: tuple[float, ...], commit: str) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -394,7 +397,7 @@ def header(args: argparse.Namespace, bench: Bench, started: datetime.datetime,
     return "\n".join([
         f"replicator benchmark, {started:%Y-%m-%d %H:%M} UTC, took "
         f"{(datetime.datetime.now(datetime.UTC) - started).total_seconds() / 60:.1f} min, commit "
-        f"{_version(['git', '-C', str(tools.ROOT), 'describe', '--always', '--dirty'])}",
+        f"{commit}",
         f"machine: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB; load average "
         f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after",
         f"python {platform.python_version()}, aiobotocore {importlib.metadata.version('aiobotocore')}, "
@@ -435,8 +438,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--part-size", default="16MiB")
     parser.add_argument("--parts-in-flight", type=int, default=4)
     parser.add_argument("--rclone-flags", default="--checksum",
-                        help="extra flags for every rclone copy (--checksum: compare md5s, so an "
-                             "unchanged pass needs no HEAD per object)")
+                        help="extra flags for every rclone copy, e.g. --rclone-flags='--checksum "
+                             "--transfers 16' (--checksum: compare md5s, so an unchanged pass "
+                             "needs no HEAD per object)")
     parser.add_argument("--no-count", dest="count", action="store_false",
                         help="skip the untimed runs that count requests per object")
     parser.add_argument("--verify-sample", type=int, default=50,
@@ -456,6 +460,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started, load = datetime.datetime.now(datetime.UTC), os.getloadavg()
+    commit = _version(["git", "-C", str(tools.ROOT), "describe", "--always", "--dirty"])
     workdir = Path(tempfile.mkdtemp(prefix="replicator-bench-"))
     bench = Bench(args, workdir)
     try:
@@ -465,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work directory kept: {workdir}", file=sys.stderr)
         else:
             data.remove_tree(workdir)
-    print(header(args, bench, started, load), "", table(bench.results), "", METHOD, sep="\n")
+    print(header(args, bench, started, load, commit), "", table(bench.results), "", METHOD, sep="\n")
     details = request_details(bench.results)
     if details:
         print("\nrequests counted, by endpoint and operation:", details, sep="\n")
