@@ -8,7 +8,6 @@ can be written straight to disk before the server starts.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dev.motostack import HOST, MotoServer, free_port
+from dev.motostack import HOST, MotoServer, answers_http, free_port
 
 ACCESS_KEY = SECRET_KEY = "testing"
 #: The source and three regions, named as in config/local.yaml.
@@ -41,18 +40,6 @@ def rclone_env(workdir: Path) -> dict[str, str]:
     conf = workdir / "rclone.conf"
     conf.touch()
     return {**os.environ, "RCLONE_CONFIG": str(conf)}
-
-
-def _answers_http(port: int) -> bool:
-    conn = http.client.HTTPConnection(HOST, port, timeout=2)
-    try:
-        conn.request("GET", "/")
-        conn.getresponse().read()
-        return True
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 @dataclass
@@ -81,7 +68,7 @@ class RcloneServer:
         server = cls(port, root, process)
         deadline = time.monotonic() + timeout
         try:
-            while not _answers_http(port):
+            while not answers_http(port):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"rclone serve s3 on port {port} did not start; see {log}")
                 with contextlib.suppress(subprocess.TimeoutExpired):

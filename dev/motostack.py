@@ -43,7 +43,7 @@ def _check_port_free(port: int) -> None:
             raise
 
 
-def _answers_http(port: int) -> bool:
+def answers_http(port: int) -> bool:
     """True once anything answers an HTTP GET; the status does not matter."""
     conn = http.client.HTTPConnection(HOST, port, timeout=2)
     try:
@@ -125,7 +125,7 @@ class MotoServer:
             code = self.process.poll()
             # Our process first: a server that already died is reported as such,
             # not masked by something else answering on the port.
-            if code is None and _answers_http(self.port):
+            if code is None and answers_http(self.port):
                 return
             remaining = deadline - time.monotonic()
             if code is not None or remaining <= 0:
