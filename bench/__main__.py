@@ -1,12 +1,17 @@
-"""`python -m bench`: time `replicator sync` against `rclone copy` (issue 5).
+"""`python -m bench`: time `replicator sync` against `rclone copy` (issue 5), and measure
+replication lag in events mode (issue 6).
 
 For each endpoint flavour (moto servers, `rclone serve s3`) and workload, the
 two tools copy the same source to three fresh region buckets, alternating,
 ``--runs`` times each; every region is verified after every run. A separate
 untimed run through counting proxies gives requests per object. The `scale`
 workload times an unchanged pass over a large source instead. Prints one
-table, then each target as PASS or MISS; exits 1 if any run failed or any
-region failed verification (a missed target alone does not fail).
+table, then each target as PASS or MISS. The `lag` workload (moto only, see
+bench/lag.py) runs 1 and then 2 `replicator run` daemons in events mode while
+writes arrive at each of ``--lag-rates`` for ``--lag-duration`` seconds, and
+prints p50/p99 lag per region and the highest rate with p99 under 2 s. Exits 1
+if any run failed or any region failed verification (a missed target or a slow
+rate alone does not fail).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import counting, data, servers, tools
+from . import counting, data, lag, servers, tools
 from .data import Manifest, MiB, Workload
 from .measure import Usage
 from .servers import FLAVOUR_LABEL, REGIONS, Endpoint
@@ -79,6 +84,7 @@ class Bench:
         self.results: list[Result] = []
         self.failures: list[str] = []
         self.notes: list[str] = []
+        self.lag: lag.LagBench | None = None
 
     def log(self, text: str) -> None:
         """Progress on stderr, so stdout carries only the report."""
@@ -93,6 +99,11 @@ class Bench:
                 self.notes.append("scale runs on rclone serve s3 only (its source is written to disk)")
             if workloads:
                 self.flavour(flavour, workloads)
+        if self.args.lag:
+            self.lag = lag.LagBench(self.args.lag_rates, self.args.lag_duration, self.options,
+                                    self.workdir / "lag", self.log)
+            self.lag.run()
+            self.failures += self.lag.failures
 
     def flavour(self, flavour: str, workloads: list[Workload]) -> None:
         manifests: dict[str, Manifest] = {}
@@ -426,13 +437,20 @@ read back whole and compared by md5."""
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", action="extend", nargs="+",
-                        choices=("small", "large", "scale"),
+                        choices=("small", "large", "scale", "lag"),
                         help="small: 2,000 × 4 KiB; large: 8 × 64 MiB; scale: an unchanged pass "
-                             "over --scale-objects (default: all)")
+                             "over --scale-objects; lag: events-mode replication lag under "
+                             "steady writes, 1 and 2 replicas, on moto only (default: all)")
     parser.add_argument("--flavour", action="extend", nargs="+", choices=servers.FLAVOURS,
                         help="endpoints: moto servers or rclone serve s3 (default: both)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each tool (median)")
     parser.add_argument("--scale-objects", type=int, default=200_000)
+    parser.add_argument("--lag-duration", type=float, default=60, metavar="SECONDS",
+                        help="lag: seconds of steady writes at each rate (default: 60)")
+    parser.add_argument("--lag-rates", type=float, nargs="+", default=[5, 10, 20, 30, 40, 60, 80],
+                        metavar="RATE", help="lag: writes per second to try, lowest first; each "
+                        "replica count stops at the first rate that misses p99 < 2 s "
+                        "(default: 5 10 20 30 40 60 80)")
     parser.add_argument("--concurrency", type=int, default=32, help="replication.concurrency")
     parser.add_argument("--multipart-threshold", default="64MiB")
     parser.add_argument("--part-size", default="16MiB")
@@ -450,11 +468,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.scale_objects < 1:
         parser.error("--runs and --scale-objects must be at least 1")
-    names = args.workload or ["small", "large", "scale"]
+    if args.lag_duration <= 0 or min(args.lag_rates) <= 0:
+        parser.error("--lag-duration and --lag-rates must be positive")
+    names = args.workload or ["small", "large", "scale", "lag"]
     sizes = {"small": (2000, 4 * 1024), "large": (8, 64 * MiB), "scale": (args.scale_objects, 256)}
-    args.workloads = [Workload(n, *sizes[n]) for n in dict.fromkeys(names)]
+    args.workloads = [Workload(n, *sizes[n]) for n in dict.fromkeys(names) if n != "lag"]
+    args.lag = "lag" in names
     args.flavour = list(dict.fromkeys(args.flavour or servers.FLAVOURS))
     return args
+
+
+def print_copies(bench: Bench) -> None:
+    """The report of the full copies and the unchanged pass: table, method, notes, targets."""
+    print("", table(bench.results), "", METHOD, sep="\n")
+    details = request_details(bench.results)
+    if details:
+        print("\nrequests counted, by endpoint and operation:", details, sep="\n")
+    for note in dict.fromkeys(bench.notes):
+        print(f"note: {note}")
+    print("\ntargets:")
+    for target in targets(bench.options):
+        outcome = target.check(bench.results)
+        if outcome is not None:
+            print(f"  {'PASS' if outcome[0] else 'MISS'}  {target.text}: {outcome[1]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -470,17 +506,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work directory kept: {workdir}", file=sys.stderr)
         else:
             data.remove_tree(workdir)
-    print(header(args, bench, started, load, commit), "", table(bench.results), "", METHOD, sep="\n")
-    details = request_details(bench.results)
-    if details:
-        print("\nrequests counted, by endpoint and operation:", details, sep="\n")
-    for note in dict.fromkeys(bench.notes):
-        print(f"note: {note}")
-    print("\ntargets:")
-    for target in targets(bench.options):
-        outcome = target.check(bench.results)
-        if outcome is not None:
-            print(f"  {'PASS' if outcome[0] else 'MISS'}  {target.text}: {outcome[1]}")
+    print(header(args, bench, started, load, commit))
+    if args.workloads:
+        print_copies(bench)
+    if bench.lag is not None:
+        print("", lag.report(bench.lag), sep="\n")
     if bench.failures:
         print(f"\nFAILED: {len(bench.failures)} verification problems, e.g.", *bench.failures[:10],
               sep="\n  ")

@@ -168,23 +168,25 @@ def drop_bucket(endpoint: Endpoint, bucket: str) -> None:
 
 
 def verify(endpoint: Endpoint, bucket: str, manifest: Manifest, *, sample: int,
-           part_size: int) -> list[str]:
+           part_size: int, prefix: str = "") -> list[str]:
     """Every source key is there with its size and etag; a spread sample is read back whole.
 
     The etag of a single-part object is the md5 the server computed from the bytes
     it stored, so the listing proves every object; the sample reads bytes back
     end to end, which covers multipart replicas and the server's own bookkeeping.
+    Only keys under ``prefix`` are compared, so one bucket can hold several manifests.
     """
     try:
-        problems = _compare(client(endpoint.url), bucket, manifest, sample, part_size)
+        problems = _compare(client(endpoint.url), bucket, manifest, sample, part_size, prefix)
     except (BotoCoreError, ClientError) as exc:
         problems = [f"cannot verify: {exc}"]
     return [f"{endpoint.name}/{bucket}: {p}" for p in problems]
 
 
-def _compare(s3, bucket: str, manifest: Manifest, sample: int, part_size: int) -> list[str]:
+def _compare(s3, bucket: str, manifest: Manifest, sample: int, part_size: int,
+             prefix: str) -> list[str]:
     listed: dict[str, tuple[int, str]] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", ()):
             listed[o["Key"]] = (o["Size"], o["ETag"].strip('"'))
     problems = [f"missing {key!r}" for key in manifest.md5 if key not in listed]
