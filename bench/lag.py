@@ -16,19 +16,12 @@ event time, is scraped before and after every rate as a cross-check.
 
 from __future__ import annotations
 
-import ast
-import collections
 import contextlib
-import datetime
 import hashlib
 import math
 import os
-import re
-import subprocess
-import sys
 import textwrap
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,14 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import yaml
 from botocore.exceptions import BotoCoreError, ClientError
-from prometheus_client.parser import text_string_to_metric_families
 
-from . import data, servers, tools
+from . import daemons, data, servers
+from .daemons import SWEEP_INTERVAL, WAIT_TIME, DaemonFailed, Replica
 from .data import KiB, Manifest, Workload
 from .servers import ACCESS_KEY, REGIONS, SECRET_KEY, Endpoint
-from .tools import Bucket, ReplicatorOptions
+from .tools import ReplicatorOptions
 
 REPLICAS = (1, 2)
 SIZE = 4 * KiB
@@ -54,126 +46,6 @@ DRAIN_DEADLINE = 60.0  # seconds after the last write for every copy to arrive
 START_DEADLINE = 60.0  # seconds for the daemons to start and copy the warm-up objects
 WARM_UP = 20  # objects copied before the first rate, so start-up costs are not measured
 POLL = 0.2  # seconds between looks at the logs and the queue
-#: moto 5.2.5's ReceiveMessage does not wait for ten messages: it returns as soon as one
-#: is visible, waking on a Condition that every new message notifies (moto/sqs/models.py,
-#: receive_message and Queue.wait_for_messages). So a long poll adds no lag here, and the
-#: benchmark runs the production setting: the config default, SQS's maximum.
-WAIT_TIME = 20
-#: A sweep would also find the new objects: a long interval measures the events path alone.
-SWEEP_INTERVAL = 3600
-#: The scheduler's per-copy line in the plain log format (replicator/scheduler.py).
-COPY_LINE = re.compile(
-    r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ +replicator\.scheduler: put "
-    r"key=(?P<key>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\") region=(?P<region>\S+) .*"
-    r"outcome=(?P<outcome>\w+)")
-STARTED = " replicator.service: replicating "
-DONE = frozenset({"copied", "skipped"})  # skipped: the region already held it (another replica)
-
-
-class DaemonFailed(RuntimeError):
-    """A replica exited, or never came up: the figures of its run mean nothing."""
-
-
-# -- the daemons ------------------------------------------------------------------------
-
-
-class CopyLog:
-    """One daemon's per-copy log lines, read as the log grows."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.started = False
-        self.copies: dict[tuple[str, str], list[tuple[float, str]]] = collections.defaultdict(list)
-
-    def read(self) -> None:
-        with self.path.open("rb") as fh:
-            fh.seek(self.offset)
-            chunk = fh.read()
-        complete = chunk.rfind(b"\n") + 1  # a line still being written waits for the next read
-        self.offset += complete
-        for line in chunk[:complete].decode(errors="replace").splitlines():
-            self.started = self.started or STARTED in line
-            match = COPY_LINE.match(line)
-            if match:
-                # The daemon runs with TZ=UTC, so its local time stamps are UTC.
-                when = datetime.datetime.strptime(match["time"], "%Y-%m-%d %H:%M:%S,%f").replace(
-                    tzinfo=datetime.UTC).timestamp()
-                self.copies[ast.literal_eval(match["key"]), match["region"]].append(
-                    (when, match["outcome"]))
-
-
-@dataclass
-class Replica:
-    """One `replicator run` process, its HTTP address and its log."""
-
-    number: int
-    listen: str
-    process: subprocess.Popen[bytes]
-    log: CopyLog
-
-    @classmethod
-    def start(cls, number: int, config: Path, listen: str) -> Replica:
-        log = config.with_suffix(".log")
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "replicator", "run", "-c", str(config)],
-                cwd=tools.ROOT, env={**os.environ, "TZ": "UTC"}, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        return cls(number, listen, process, CopyLog(log))
-
-    def read(self) -> None:
-        """Take in new log lines; a replica that exited fails the run."""
-        self.log.read()
-        if self.process.poll() is not None:
-            raise DaemonFailed(f"replica {self.number} exited with code {self.process.returncode}; "
-                               f"see {self.log.path}")
-
-    def lag_buckets(self) -> dict[str, dict[float, float]]:
-        """The daemon's lag histogram: cumulative counts by region and upper bound."""
-        with urllib.request.urlopen(f"http://{self.listen}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
-        found: dict[str, dict[float, float]] = collections.defaultdict(dict)
-        for family in text_string_to_metric_families(text):
-            if family.name == "replicator_replication_lag_seconds":
-                for s in family.samples:
-                    if s.name.endswith("_bucket"):
-                        found[s.labels["region"]][float(s.labels["le"])] = s.value
-        return found
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM by PID, escalating to SIGKILL; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
-
-
-def _config(rundir: Path, endpoints: list[Endpoint], bucket: str, options: ReplicatorOptions,
-            number: int) -> tuple[Path, str]:
-    """Replica ``number``'s config file (its own journal and port) and its HTTP address."""
-    raw = tools.replicator_config(Bucket(endpoints[0].url, bucket),
-                                  [Bucket(e.url, bucket) for e in endpoints[1:]], options,
-                                  rundir / f"journal-{number}.db")
-    raw["feed"] = {"kind": "events", "queue": bucket, "wait_time": WAIT_TIME,
-                   "sweep_interval": SWEEP_INTERVAL}
-    raw["shutdown_grace"] = 5
-    path = rundir / f"replica-{number}.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
-    return path, raw["http"]["listen"]
-
-
-def _setup_events(config: Path) -> list[str]:
-    """`replicator setup-events`: the queue and notifications, before the first write."""
-    proc = subprocess.run([sys.executable, "-m", "replicator", "setup-events", "-c", str(config)],
-                          cwd=tools.ROOT, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise DaemonFailed(f"replicator setup-events exited {proc.returncode}: "
-                           f"{proc.stderr.strip()[-1000:]}")
-    return proc.stdout.splitlines()
 
 
 # -- writing and waiting --------------------------------------------------------------------
@@ -189,7 +61,7 @@ class Write:
 
 
 def _write(s3: Any, bucket: str, workload: Workload, rate: float) -> list[Write]:
-    """PUT the workload's objects, the i-th sent at i/rate seconds (open loop, paced by the clock)."""
+    """PUT the workload's objects, the i-th at i/rate seconds (open loop, paced by the clock)."""
     def put(i: int) -> Write:
         body = workload.body(i)
         start = time.time()
@@ -215,19 +87,6 @@ def _until(predicate: Callable[[], bool], timeout: float) -> bool:
             return False
         time.sleep(POLL)
     return True
-
-
-def _first_copies(replicas: list[Replica], keys: list[str]) -> dict[tuple[str, str], float]:
-    """When each (key, region) was first verified by any replica."""
-    first: dict[tuple[str, str], float] = {}
-    for replica in replicas:
-        replica.read()
-        for key in keys:
-            for region in REGIONS:
-                done = [t for t, outcome in replica.log.copies.get((key, region), ()) if outcome in DONE]
-                if done and min(done) < first.get((key, region), math.inf):
-                    first[key, region] = min(done)
-    return first
 
 
 # -- figures ----------------------------------------------------------------------------------
@@ -279,16 +138,6 @@ class Cpu:
         """Each part's CPU between two readings, as a fraction of one core."""
         wall = self.when - since.when
         return tuple((now - then) / wall for now, then in zip(self.used, since.used, strict=True))
-
-
-def _histograms(replicas: list[Replica]) -> dict[str, dict[float, float]]:
-    """The replicas' lag histograms added up, by region."""
-    total: dict[str, dict[float, float]] = {r: {} for r in REGIONS}
-    for replica in replicas:
-        for region, buckets in replica.lag_buckets().items():
-            for bound, count in buckets.items():
-                total[region][bound] = total[region].get(bound, 0.0) + count
-    return total
 
 
 @dataclass(frozen=True)
@@ -349,6 +198,10 @@ class Stage:
                                 aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
         self.queue_url = self.sqs.get_queue_url(QueueName=self.bucket)["QueueUrl"]
 
+    def copied(self, keys: list[str]) -> bool:
+        """Every key verified in every region, by one replica or another."""
+        return len(daemons.first_copies(self.replicas, keys)) == len(keys) * len(REGIONS)
+
     def quiet(self) -> bool:
         """Every message acknowledged: a replica deletes one once its copies are verified."""
         attrs: dict[str, str] = self.sqs.get_queue_attributes(
@@ -387,14 +240,15 @@ class LagBench:
 
     @contextlib.contextmanager
     def replicas(self, endpoints: list[Endpoint], n: int) -> Iterator[Stage]:
-        """``n`` replicas on fresh buckets and a fresh queue; stopped by PID however the block ends."""
+        """``n`` replicas on fresh buckets and a fresh queue, stopped by PID however it ends."""
         bucket = f"lag-{n}"
         rundir = self.workdir / f"{n}-replicas"
         rundir.mkdir(parents=True, exist_ok=True)
         for endpoint in endpoints:
             data.create_bucket(endpoint, bucket)
-        configs = [_config(rundir, endpoints, bucket, self.options, i) for i in range(1, n + 1)]
-        for line in _setup_events(configs[0][0]):
+        configs = [daemons.write_config(rundir, endpoints, bucket, self.options, i)
+                   for i in range(1, n + 1)]
+        for line in daemons.setup_events(configs[0][0]):
             self.log(f"  setup-events: {line}")
         started: list[Replica] = []
         try:
@@ -432,8 +286,7 @@ class LagBench:
         for i in range(w.count):
             stage.s3.put_object(Bucket=stage.bucket, Key=w.key(i), Body=w.body(i))
         keys = [w.key(i) for i in range(w.count)]
-        if not _until(lambda: len(_first_copies(stage.replicas, keys)) == len(keys) * len(REGIONS),
-                      START_DEADLINE):
+        if not _until(lambda: stage.copied(keys), START_DEADLINE):
             raise DaemonFailed(f"the warm-up objects were not copied within {START_DEADLINE:.0f}s")
 
     def step(self, stage: Stage, rate: float) -> Step:
@@ -441,22 +294,23 @@ class LagBench:
         n = len(stage.replicas)
         w = Workload(f"lag{n}-{rate:g}", max(2, round(rate * self.duration)), SIZE)
         keys = [w.key(i) for i in range(w.count)]
-        before, cpu = _histograms(stage.replicas), Cpu.now(stage.replicas, stage.endpoints)
+        before, cpu = daemons.histograms(stage.replicas), Cpu.now(stage.replicas, stage.endpoints)
         writes = _write(stage.s3, stage.bucket, w, rate)
-        pairs = len(keys) * len(REGIONS)
-        arrived = _until(lambda: len(_first_copies(stage.replicas, keys)) == pairs, DRAIN_DEADLINE)
+        arrived = _until(lambda: stage.copied(keys), DRAIN_DEADLINE)
         # Acknowledged messages come after the copies' lag observations: then the scrape has all.
         if arrived and not _until(stage.quiet, DRAIN_DEADLINE):
             self.notes.append(f"{n} replica(s), {rate:g}/s: messages were still in the queue "
                               f"{DRAIN_DEADLINE:.0f}s after every copy was verified")
-        first = _first_copies(stage.replicas, keys)
-        after, used = _histograms(stage.replicas), Cpu.now(stage.replicas, stage.endpoints).share(cpu)
+        first = daemons.first_copies(stage.replicas, keys)
+        after = daemons.histograms(stage.replicas)
+        used = Cpu.now(stage.replicas, stage.endpoints).share(cpu)
         lags = {r: sorted(first[k, r] - wr.start for k, wr in zip(keys, writes, strict=True)
                           if (k, r) in first) for r in REGIONS}
-        shares, duplicates, failed = _tally(stage.replicas, keys)
+        shares, duplicates, failed = daemons.tally(stage.replicas, keys)
         if arrived:
             self.verify(stage, w, writes)
-        return Step(n, rate, writes, lags, pairs - len(first), shares, duplicates, failed,
+        return Step(n, rate, writes, lags, len(keys) * len(REGIONS) - len(first), shares,
+                    duplicates, failed,
                     {r: _delta(before[r], after[r]) for r in REGIONS}, used)
 
     def verify(self, stage: Stage, w: Workload, writes: list[Write]) -> None:
@@ -467,16 +321,6 @@ class LagBench:
         for region in stage.endpoints[1:]:
             self.failures += data.verify(region, stage.bucket, manifest, sample=10,
                                          part_size=self.options.part_size, prefix=f"{w.name}/")
-
-
-def _tally(replicas: list[Replica], keys: list[str]) -> tuple[list[int], int, int]:
-    """Copies logged by each replica, copies beyond the first per (key, region), failed attempts."""
-    outcomes = [[(k, r, outcome) for k in keys for r in REGIONS
-                 for _, outcome in replica.log.copies.get((k, r), ())] for replica in replicas]
-    copies = [[(k, r) for k, r, outcome in lines if outcome == "copied"] for lines in outcomes]
-    every = [pair for share in copies for pair in share]
-    failed = sum(outcome == "failed" for lines in outcomes for _, _, outcome in lines)
-    return [len(share) for share in copies], len(every) - len(set(every)), failed
 
 
 def _delta(before: dict[float, float],
@@ -505,7 +349,8 @@ def _ms(seconds: float) -> str:
 
 def table(steps: list[Step]) -> str:
     headers = ["replicas", "rate/s", "achieved/s", "objects",
-               *(f"{r} p50/p99 s" for r in REGIONS), "max s", "daemon p99 s", "PUT p99 ms", "CPU % d/s/r/w",
+               *(f"{r} p50/p99 s" for r in REGIONS), "max s", "daemon p99 s", "PUT p99 ms",
+               "CPU % d/s/r/w",
                "copies by replica", "result"]
     rows = []
     for s in steps:
@@ -540,7 +385,8 @@ def anomalies(steps: list[Step]) -> list[str]:
         if s.duplicates:
             found.append(f"{what}: {s.duplicates} copies beyond the first to a region")
         if s.failed_attempts:
-            found.append(f"{what}: {s.failed_attempts} copy attempts logged as failed, then retried")
+            found.append(f"{what}: {s.failed_attempts} copy attempts logged as failed "
+                         "(and retried)")
         counts = {r: c for r, (c, _) in s.daemon.items()}
         if any(c != len(s.lags[r]) for r, c in counts.items()):
             found.append(f"{what}: the daemon's histogram counted "
@@ -579,16 +425,17 @@ time stamp of the first daemon log line reporting the object copied and verified
 (plain log format, milliseconds). A key's regions are copied together and logged when the last
 is done, so the regions' figures are alike by construction. p50/p99: nearest rank over every
 object; max: the largest lag in any region. achieved: writes / time between the first and last
-PUT sent (open loop, {WRITERS} PUTs in flight at most). daemon p99 s: the bucket holding the p99
-of the daemon's own replicator_replication_lag_seconds (counted from the S3 event time) between
-scrapes before and after the rate, summed over the replicas, worst region. CPU % d/s/r/w: CPU
-of the daemons (summed), the source's moto server (S3 and SQS; one Python process, so about
-100% is all it can use), the three regions' moto servers (summed) and the writer (this
+PUT sent (open loop, {WRITERS} PUTs in flight at most). daemon p99 s: the bucket holding the
+p99 of the daemon's own replicator_replication_lag_seconds (counted from the S3 event time)
+between scrapes before and after the rate, summed over the replicas, worst region. CPU %
+d/s/r/w: CPU of the daemons (summed), the source's moto server (S3 and SQS; one Python process,
+so about 100% is all it can use), the three regions' moto servers (summed) and the writer (this
 process) from the first write until every message was acknowledged, in % of one core (the
-machine's load is in the header). copies by replica: copies each replica logged. A rate passes when the writer
-reached {SUSTAINED:.0%} of it, every copy arrived within {DRAIN_DEADLINE:.0f} s of the last write
-and p99 < {LIMIT:g} s in every region; each region is then listed and compared with what was
-written (etag = md5) and 10 objects per region are read back. feed.wait_time {WAIT_TIME} s:
-moto's ReceiveMessage returns as soon as one message is visible (it waits on a Condition that
-each new message notifies), so the long poll adds no lag. The sweep runs only at start-up
-(interval {SWEEP_INTERVAL} s), so the events path alone is measured.""".split()), width=95)
+machine's load is in the header). copies by replica: copies each replica logged. A rate passes
+when the writer reached {SUSTAINED:.0%} of it, every copy arrived within {DRAIN_DEADLINE:.0f} s
+of the last write and p99 < {LIMIT:g} s in every region; each region is then listed and
+compared with what was written (etag = md5) and 10 objects per region are read back.
+feed.wait_time {WAIT_TIME} s: moto's ReceiveMessage returns as soon as one message is visible
+(it waits on a Condition that each new message notifies), so the long poll adds no lag. The
+sweep runs only at start-up (interval {SWEEP_INTERVAL} s), so the events path alone is
+measured.""".split()), width=95)
