@@ -210,9 +210,10 @@ class Copier:
         except BaseException:
             await self.budget.release(first_taken)
             raise
+        handed = [(first, first_taken)]
+        del first  # _stream_parts owns part 1 now; a reference here would outlive its budget
         try:
-            part_md5s, whole = await self._stream_parts(change, uploads, (first, first_taken),
-                                                        count, part_size)
+            part_md5s, whole = await self._stream_parts(change, uploads, handed, count, part_size)
             if mirrored:
                 check_source(f"{change.key} from source", change.etag, composite_etag(part_md5s))
             elif not change.multipart_etag and head.etag_is_md5:
@@ -224,7 +225,7 @@ class Copier:
             await self._abort_unfinished(change.key, uploads)
         return [results[r] for r in targets]
 
-    async def _read_part(self, change: Change, number: int, part_size: int) -> tuple[Head, bytes]:
+    async def _read_part(self, change: Change, number: int, part_size: int) -> tuple[Head, bytearray]:
         first = (number - 1) * part_size
         last = min(first + part_size, change.size) - 1
         head, data = await self.source.get(change.key, if_match=change.etag, first=first, last=last)
@@ -233,11 +234,12 @@ class Copier:
         return head, data
 
     async def _stream_parts(self, change: Change, uploads: list[_Upload],
-                            first: tuple[bytes, int], count: int,
+                            first: list[tuple[bytearray, int]], count: int,
                             part_size: int) -> tuple[list[bytes], bytes]:
         """Read every part once, in order, and send it to every live upload.
 
-        ``first`` is part 1, already read, with the budget it holds. Returns the
+        ``first`` holds part 1, already read, with the budget it holds; it is
+        taken out, so that only the task sending a part keeps it. Returns the
         md5 of each part and the md5 of the whole object.
         """
         window = asyncio.Semaphore(self.options.parts_in_flight)
@@ -245,7 +247,7 @@ class Copier:
         part_md5s: list[bytes] = []
         sending: list[asyncio.Task[None]] = []
 
-        async def send(number: int, body: bytes, sent: Digest, taken: int) -> None:
+        async def send(number: int, body: bytearray, sent: Digest, taken: int) -> None:
             try:
                 await asyncio.gather(*(self._send_part(change.key, u, number, body, sent)
                                        for u in uploads if u.error is None))
@@ -253,11 +255,12 @@ class Copier:
                 await self.budget.release(taken)
                 window.release()
 
-        body, taken = first
         try:
             for number in range(1, count + 1):
                 await window.acquire()
-                if number > 1:
+                if number == 1:
+                    body, taken = first.pop()
+                else:
                     taken = await self.budget.acquire(part_size)
                     try:
                         body = (await self._read_part(change, number, part_size))[1]
@@ -269,6 +272,7 @@ class Copier:
                 sent = digest(body, self.options.checksum_algorithm)
                 part_md5s.append(sent.md5)
                 sending.append(asyncio.create_task(send(number, body, sent, taken)))
+                del body  # the task owns the part now: it must not outlive its budget here
             await asyncio.gather(*sending)
         finally:
             for task in sending:
@@ -276,7 +280,7 @@ class Copier:
             await asyncio.gather(*sending, return_exceptions=True)
         return part_md5s, whole.digest()
 
-    async def _send_part(self, key: str, upload: _Upload, number: int, body: bytes,
+    async def _send_part(self, key: str, upload: _Upload, number: int, body: bytearray,
                          sent: Digest) -> None:
         try:
             written = await upload.store.upload_part(key, upload.upload_id, number, body,

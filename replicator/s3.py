@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from botocore.exceptions import (
 )
 
 from . import errors
+from .body import BodyReader, read_exactly
 from .config import Endpoint
 from .retry import RequestRetry
 
@@ -95,12 +95,12 @@ class ObjectStore(Protocol):
     def list(self, prefix: str = "") -> AsyncIterator[Listed]: ...
     async def head(self, key: str, part_number: int | None = None) -> Head | None: ...
     async def get(self, key: str, *, if_match: str, first: int | None = None,
-                  last: int | None = None) -> tuple[Head, bytes]: ...
+                  last: int | None = None) -> tuple[Head, bytearray]: ...
     async def get_tags(self, key: str) -> dict[str, str]: ...
-    async def put(self, key: str, body: bytes, obj: NewObject, *, md5: str,
+    async def put(self, key: str, body: bytes | bytearray, obj: NewObject, *, md5: str,
                   checksum: tuple[str, str]) -> Written: ...
     async def create_upload(self, key: str, obj: NewObject, algorithm: str) -> str: ...
-    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes, *,
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray, *,
                           md5: str, checksum: tuple[str, str]) -> Written: ...
     async def complete_upload(self, key: str, upload_id: str,
                               parts: list[tuple[int, Written]], algorithm: str) -> Written: ...
@@ -166,15 +166,15 @@ class S3Store:
         return _head(resp)
 
     async def get(self, key: str, *, if_match: str, first: int | None = None,
-                  last: int | None = None) -> tuple[Head, bytes]:
+                  last: int | None = None) -> tuple[Head, bytearray]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "IfMatch": f'"{if_match}"'}
         if first is not None:
             kwargs["Range"] = f"bytes={first}-{last}"
 
-        async def fetch() -> tuple[Head, bytes]:
+        async def fetch() -> tuple[Head, bytearray]:
             resp = await self._client.get_object(**kwargs)
             async with resp["Body"] as body:
-                data = await body.read()
+                data = await read_exactly(body, resp["ContentLength"])
             return _head(resp), data
         return await self._call("GetObject", fetch)
 
@@ -192,13 +192,14 @@ class S3Store:
             kwargs["StorageClass"] = obj.storage_class
         return kwargs
 
-    async def put(self, key: str, body: bytes, obj: NewObject, *, md5: str,
+    async def put(self, key: str, body: bytes | bytearray, obj: NewObject, *, md5: str,
                   checksum: tuple[str, str]) -> Written:
         kwargs = self._create_args(key, obj)
         kwargs.update(ContentMD5=md5, **{CHECKSUM_PARAM[checksum[0]]: checksum[1]})
-        # A fresh stream per attempt (BytesIO shares the bytes, it does not copy them).
-        resp = await self._call("PutObject", lambda: self._client.put_object(
-            Body=io.BytesIO(body), **kwargs))
+        async def send() -> Any:
+            with BodyReader(body) as stream:  # a stream per attempt
+                return await self._client.put_object(Body=stream, **kwargs)
+        resp = await self._call("PutObject", send)
         return Written(_etag(resp["ETag"]), resp.get(CHECKSUM_PARAM[checksum[0]]))
 
     async def create_upload(self, key: str, obj: NewObject, algorithm: str) -> str:
@@ -208,12 +209,15 @@ class S3Store:
                                 lambda: self._client.create_multipart_upload(**kwargs))
         return str(resp["UploadId"])
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes, *,
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray, *,
                           md5: str, checksum: tuple[str, str]) -> Written:
         param = CHECKSUM_PARAM[checksum[0]]
-        resp = await self._call("UploadPart", lambda: self._client.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=io.BytesIO(body),
-            ContentMD5=md5, **{param: checksum[1]}))
+        async def send() -> Any:
+            with BodyReader(body) as stream:  # a stream per attempt
+                return await self._client.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                    Body=stream, ContentMD5=md5, **{param: checksum[1]})
+        resp = await self._call("UploadPart", send)
         return Written(_etag(resp["ETag"]), resp.get(param))
 
     async def complete_upload(self, key: str, upload_id: str,
@@ -332,26 +336,37 @@ def _snake(code: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in code).lstrip("_")
 
 
+#: Every body carries Content-MD5 (a signed header) and x-amz-checksum-*, so the server
+#: proves its integrity; SigV4-hashing it once more per region would be pure CPU.
+_S3_OPTIONS = {"payload_signing_enabled": False}
+
+
 class Clients:
     """One aiobotocore client per distinct endpoint and credentials, created once."""
 
     def __init__(self, pool_size: int) -> None:
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[tuple[Any, ...], Any] = {}
+        # One session per profile: each session loads its own copy of the service
+        # models, about 12 MiB per client otherwise.
+        self._sessions: dict[str | None, AioSession] = {}
         self._boto_config = BotoConfig(
             max_pool_connections=pool_size,
             retries={"total_max_attempts": 1},  # tenacity retries; botocore must not as well
             request_checksum_calculation="when_required",  # we compute and send our own
             response_checksum_validation="when_required",
             connect_timeout=5, read_timeout=60, tcp_keepalive=True,  # > SQS long-poll wait
-            s3={"addressing_style": "path"},
+            s3={**_S3_OPTIONS, "addressing_style": "path"},
         )
 
     async def client_for(self, endpoint: Endpoint, service: str = "s3") -> Any:
         creds = endpoint.credentials
         key = (service, endpoint.endpoint_url, endpoint.region, creds)
         if key not in self._clients:
-            session = AioSession(profile=creds.profile if creds else None)
+            profile = creds.profile if creds else None
+            if profile not in self._sessions:
+                self._sessions[profile] = AioSession(profile=profile)
+            session = self._sessions[profile]
             kwargs: dict[str, Any] = {}
             if creds and creds.access_key_id:
                 kwargs = {"aws_access_key_id": creds.access_key_id,
@@ -359,7 +374,7 @@ class Clients:
                           "aws_session_token": creds.session_token}
             config = self._boto_config
             if endpoint.endpoint_url is None:
-                config = config.merge(BotoConfig(s3={"addressing_style": "auto"}))
+                config = config.merge(BotoConfig(s3={**_S3_OPTIONS, "addressing_style": "auto"}))
             self._clients[key] = await self._stack.enter_async_context(session.create_client(
                 service, endpoint_url=endpoint.endpoint_url, region_name=endpoint.region,
                 config=config, **kwargs))

@@ -42,7 +42,7 @@ class Digest:
         return self.algorithm, self.checksum
 
 
-def digest(body: bytes, algorithm: str) -> Digest:
+def digest(body: bytes | bytearray, algorithm: str) -> Digest:
     """MD5 (for Content-MD5 and ETags) plus the configured additional checksum."""
     if algorithm == "crc32":
         extra = _b64(zlib.crc32(body).to_bytes(4, "big"))

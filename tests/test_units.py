@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import random
 import zlib
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from replicator import errors
+from replicator.body import BodyReader, read_exactly
 from replicator.budget import ByteBudget
 from replicator.config import Retry
 from replicator.copier import replica_is_current
@@ -164,3 +166,34 @@ async def test_byte_budget_never_lets_more_than_its_limit_through() -> None:
 
     await asyncio.gather(*(use(n) for n in (60, 30, 50, 200, 10, 90)))
     assert peak <= 100 and budget.used == 0
+
+
+def test_body_reader_streams_the_shared_bytes_without_copying_them() -> None:
+    data = bytearray(random.Random(7).randbytes(1000))
+    reader = BodyReader(data)
+    assert reader.getbuffer().obj is data  # aiohttp sizes uploads with this: no copy
+    assert reader.seek(0, io.SEEK_END) == 1000 and reader.tell() == 1000
+    reader.seek(0)
+    chunks = iter(lambda: reader.read(300), b"")
+    assert b"".join(chunks) == data and reader.read() == b""
+    reader.seek(990)
+    into = bytearray(50)
+    assert reader.readinto(into) == 10 and into[:10] == data[990:]
+
+
+class _Stream:
+    """aiobotocore's StreamingBody as far as ``read_exactly`` uses it."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self._chunks = list(chunks)
+
+    async def read(self, size: int) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+
+async def test_read_exactly_fills_one_buffer_and_refuses_a_wrong_length() -> None:
+    assert await read_exactly(_Stream(b"abc", b"de"), 5) == b"abcde"
+    with pytest.raises(errors.TransientError, match="ended at 3 of 5"):
+        await read_exactly(_Stream(b"abc"), 5)
+    with pytest.raises(errors.TransientError, match="longer than"):
+        await read_exactly(_Stream(b"abc", b"def"), 5)
