@@ -114,10 +114,10 @@ class Replication(_Model):
     exclude_prefixes: tuple[str, ...] = Field((), description="never replicate keys under these")
     replicate_deletes: bool = Field(True, description="delete replicas of keys deleted at the source")
     concurrency: int = Field(16, ge=1, le=1024, description="objects copied at once")
-    multipart_threshold: Size = Field(64 * 2**20, description="objects larger than this go multipart")
-    part_size: Size = Field(16 * 2**20, description="multipart part size (S3 needs >= 5MiB)")
+    multipart_threshold: Size = Field(16 * 2**20, description="objects larger than this go multipart")
+    part_size: Size = Field(8 * 2**20, description="multipart part size (S3 needs >= 5MiB)")
     parts_in_flight: int = Field(4, ge=1, le=64, description="parts of one object buffered at once")
-    max_bytes_in_flight: Size = Field(256 * 2**20, description="bytes of object data held in "
+    max_bytes_in_flight: Size = Field(64 * 2**20, description="bytes of object data held in "
                                       "memory at once, across all copies")
     checksum_algorithm: Literal["sha256", "sha1", "crc32"] = Field(
         "sha256", description="additional checksum sent with every write")
