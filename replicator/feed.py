@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from .config import Deletes, Replication
 from .errors import ReplicatorError
@@ -28,7 +28,8 @@ class PollFeed:
 
     def __init__(self, source: ObjectStore, journal: Journal, regions: Collection[str],
                  options: Replication, *, interval: float, on_changes: Callable[[], None],
-                 guard: Deletes | None = None, health: Health | None = None) -> None:
+                 guard: Deletes | None = None, health: Health | None = None,
+                 inventory: Callable[[], Awaitable[object]] | None = None) -> None:
         self.source = source
         self.journal = journal
         self.regions = regions
@@ -37,6 +38,9 @@ class PollFeed:
         self.on_changes = on_changes
         self.health = health
         self.guard = guard or Deletes()
+        #: Runs after a pass queued copies and before the scheduler hears of them
+        #: (``inventory.take``: list regions rather than probe every copy).
+        self.inventory = inventory
         #: Poll mode: the last listing is what the replicas hold. Not so when events
         #: (from any number of replicas) also change them: then changes are probed.
         self.trusted = True
@@ -63,6 +67,8 @@ class PollFeed:
         diff = await self.journal.commit_listing(list(self.regions), self.options.wants,
                                                  self.options.replicate_deletes, self.guard.allows,
                                                  trusted=self.trusted)
+        if diff.puts and self.inventory:
+            await self.inventory()
         if diff.puts or diff.deletes:
             log.info("source listing: %d objects, %d to copy, %d to delete",
                      diff.listed, diff.puts, diff.deletes)

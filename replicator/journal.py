@@ -163,6 +163,8 @@ class Journal:
                                       "first listing and the replica markers)", reason="journal")
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # One region's listing while an inventory is taken; never needed after a restart.
+            db.execute("CREATE TEMP TABLE inventory (key TEXT PRIMARY KEY) WITHOUT ROWID")
             self._db = db
         await self._run(connect)
         return self
@@ -304,6 +306,42 @@ class Journal:
                 self.db.executemany(_UPSERT, rows)
             return len(rows)
         return await self._run(insert)
+
+    # -- region inventories (see inventory.py) ----------------------------------
+
+    async def unprobed(self) -> tuple[int, dict[str, int]]:
+        """Objects in the last listing, and per region the untried puts that would be probed."""
+        def count() -> tuple[int, dict[str, int]]:
+            listed = self.db.execute("SELECT count(*) FROM listing").fetchone()[0]
+            rows = self.db.execute("SELECT region, count(*) FROM pending WHERE kind = ? AND fresh = 0 "
+                                   "AND attempts = 0 GROUP BY region", (Kind.PUT.value,))
+            return listed, dict(rows.fetchall())
+        return await self._run(count)
+
+    async def begin_inventory(self) -> None:
+        await self._run(self.db.execute, "DELETE FROM inventory")
+
+    async def stage_inventory(self, keys: list[str]) -> None:
+        """Keep one page of a region's listing (a temporary table: nothing to recover)."""
+        def insert() -> None:
+            with self._tx():
+                self.db.executemany("INSERT OR IGNORE INTO inventory VALUES (?)",
+                                    [(k,) for k in keys])
+        await self._run(insert)
+
+    async def commit_inventory(self, region: str) -> int:
+        """Mark the region's untried puts of keys it does not hold as needing no probe.
+
+        Returns how many.
+        """
+        def update() -> int:
+            with self._tx():
+                spared = self.db.execute(
+                    "UPDATE pending SET fresh = 1 WHERE region = ? AND kind = ? AND fresh = 0 "
+                    "AND attempts = 0 AND key NOT IN (SELECT key FROM inventory)",
+                    (region, Kind.PUT.value)).rowcount
+            return spared
+        return await self._run(update)
 
     async def forget_region(self, region: str) -> int:
         """Drop the work of a region removed from the config."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from . import inventory
 from .auditor import Auditor
 from .config import Config
 from .copier import Copier
@@ -68,7 +69,8 @@ class Service:
                                    health=self.health)
         self.feed = PollFeed(self.source, self.journal, self.regions, cfg.replication,
                              interval=cfg.feed.poll_interval, on_changes=self.scheduler.wake,
-                             guard=cfg.delete_guard, health=self.health)
+                             guard=cfg.delete_guard, health=self.health,
+                             inventory=self._inventory)
         self.events: EventsFeed | None = None
         if cfg.feed.kind == "events":
             assert cfg.feed.queue is not None
@@ -143,7 +145,13 @@ class Service:
         self.health.threshold = new.breaker.failures
         self.metrics.audit_interval.set(new.audit.interval)
         await self.check()
+        await self._inventory()
         self.scheduler.wake()
+
+    async def _inventory(self) -> None:
+        """List the regions in service that have many copies to probe (see inventory.py)."""
+        serving = {n: s for n, s in self.regions.items() if not self.health.known_down(n)}
+        await inventory.take(self.journal, serving, self.config.replication.include_prefixes or ("",))
 
     def _retried(self, name: str, exc: BaseException) -> None:
         self.metrics.retries.labels(name).inc()

@@ -9,10 +9,12 @@ import unicodedata
 
 import pytest
 
+from replicator import inventory
 from replicator.model import META_SOURCE_ETAG, META_SOURCE_MTIME
 from replicator.service import Service
 
 from .conftest import PART, REGIONS, THRESHOLD, World, eventually
+from .faultproxy import FaultProxy
 
 
 async def sync(world: World, **overrides: object) -> Service:
@@ -28,6 +30,28 @@ async def test_every_size_arrives_byte_identical(world: World, size: int) -> Non
     service = await sync(world)
     assert world.converged()
     assert {r: service.scheduler.tally[r]["copied"] for r in REGIONS} == dict.fromkeys(REGIONS, 1)
+
+
+async def test_a_backfill_lists_each_region_instead_of_probing_every_object(
+        world: World, proxies: dict[str, FaultProxy]) -> None:
+    """One GET per object and one PUT per object and region: a region's listing shows which
+    keys it lacks, so no HEAD is sent to learn it one 404 at a time."""
+    count = inventory.MIN_PROBES + 20
+    for i in range(count):
+        world.put(f"k/{i:04d}", b"body %d" % i)
+    held, stranger = REGIONS[0], "k/0007"  # put there by someone else: probed, then overwritten
+    world.clients[held].put_object(Bucket=world.buckets[held], Key=stranger, Body=b"old")
+    await sync(world)
+    assert world.converged()
+
+    def requests(name: str, method: str) -> list[str]:
+        prefix = f"/{world.buckets[name]}/k/"
+        return [path for m, path, _ in proxies[name].log if m == method and path.startswith(prefix)]
+    assert len(requests("source", "GET")) == count
+    for region in REGIONS:
+        assert len(requests(region, "PUT")) == count
+        assert requests(region, "HEAD") == ([f"/{world.buckets[held]}/{stranger}"]
+                                            if region == held else [])
 
 
 async def test_multipart_source_is_mirrored_part_for_part(world: World) -> None:
