@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
 import os
 import textwrap
@@ -160,6 +161,12 @@ class Step:
         starts = [w.start for w in self.writes]
         span = max(starts) - min(starts)
         return (len(self.writes) - 1) / span if span > 0 else math.inf
+
+    @property
+    def longest_pause(self) -> float:
+        """The longest time between two PUTs sent: a stalled source or machine shows here."""
+        starts = sorted(w.start for w in self.writes)
+        return max(b - a for a, b in itertools.pairwise(starts))
 
     @property
     def p99(self) -> float:
@@ -384,6 +391,9 @@ def anomalies(steps: list[Step]) -> list[str]:
         what = f"{s.replicas} replica(s), {s.rate:g}/s"
         if s.duplicates:
             found.append(f"{what}: {s.duplicates} copies beyond the first to a region")
+        if s.longest_pause > 1 + 1 / s.rate:
+            found.append(f"{what}: the writer sent no PUT for {s.longest_pause:.1f}s (all "
+                         f"{WRITERS} PUTs in flight were stuck, or the machine stalled)")
         if s.failed_attempts:
             found.append(f"{what}: {s.failed_attempts} copy attempts logged as failed "
                          "(and retried)")
@@ -391,7 +401,8 @@ def anomalies(steps: list[Step]) -> list[str]:
         if any(c != len(s.lags[r]) for r, c in counts.items()):
             found.append(f"{what}: the daemon's histogram counted "
                          + ", ".join(f"{r} {c:.0f}" for r, c in counts.items())
-                         + f" observations for {len(s.writes):,} objects per region")
+                         + f" observations for {len(s.writes):,} objects per region (a second "
+                         "copy is observed again)")
     return found
 
 
