@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Largest source part we mirror part-for-part (to reproduce the source's etag exactly).
 MAX_MIRRORED_PART = 256 * 2**20
+#: Bodies this large are hashed on a worker thread (hashlib lets go of the GIL), so the
+#: event loop keeps moving other bytes meanwhile.
+THREAD_HASH_MIN = 2**20
 
 
 def replica_is_current(change: Change, replica: Head | None) -> bool:
@@ -146,7 +149,7 @@ class Copier:
 
     async def _copy_body(self, change: Change, targets: list[str]) -> list[RegionResult]:
         head, body = await self.source.get(change.key, if_match=change.etag)
-        sent = digest(body, self.options.checksum_algorithm)
+        sent = await self._digest(body)
         if head.etag_is_md5:
             check_source(f"{change.key} from source", change.etag, sent.md5_hex)
         tags = await self._read_tags(change, head)
@@ -158,6 +161,15 @@ class Copier:
             await self._prove(store, change.key, sent, written)
             return RegionResult(region, Outcome.COPIED, nbytes=len(body))
         return await self._each(targets, write)
+
+    async def _digest(self, body: bytearray,
+                      also: Callable[[bytearray], object] | None = None) -> Digest:
+        """The body's checksums; ``also`` (a running hash's ``update``) is fed it too."""
+        def run() -> Digest:
+            if also is not None:
+                also(body)
+            return digest(body, self.options.checksum_algorithm)
+        return await asyncio.to_thread(run) if len(body) >= THREAD_HASH_MIN else run()
 
     async def _prove(self, store: ObjectStore, key: str, sent: Digest, written: Written) -> None:
         """Verify a whole-object write; a replica that fails is deleted, never left looking good."""
@@ -268,8 +280,7 @@ class Copier:
                         await self.budget.release(taken)
                         window.release()
                         raise
-                whole.update(body)
-                sent = digest(body, self.options.checksum_algorithm)
+                sent = await self._digest(body, whole.update)
                 part_md5s.append(sent.md5)
                 sending.append(asyncio.create_task(send(number, body, sent, taken)))
                 del body  # the task owns the part now: it must not outlive its budget here

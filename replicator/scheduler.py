@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 SOURCE_MOVED = frozenset({"source_changed", "source_vanished"})
 #: Longest nap between looks at the journal when nothing is due.
 MAX_NAP = 5.0
+#: When every due row is blocked by a copy in flight: that copy's end wakes us sooner; this
+#: bounds the wait for rows that come due meanwhile (``next_try`` cannot see past busy rows).
+BLOCKED_NAP = 1.0
 
 
 class Scheduler:
@@ -71,13 +74,13 @@ class Scheduler:
             while not stop.is_set():
                 self._wake.clear()
                 free = self.concurrency - len(self._tasks)
-                if free > 0:
-                    for key, rows in (await self._due(free)).items():
-                        self._start(key, rows)
+                started = (await self._due(free)) if free > 0 else {}
+                for key, rows in started.items():
+                    self._start(key, rows)
                 if until_idle and not self._tasks and await self.journal.count(
                         state="pending", regions=self.health.allowed(list(self.lanes))) == 0:
                     return
-                await self._nap(stopping)
+                await self._nap(stopping, eager=bool(started))
             if self._tasks:
                 log.info("stopping: waiting up to %.0fs for %d copies in flight", grace,
                          len(self._tasks))
@@ -109,10 +112,17 @@ class Scheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _nap(self, stopping: asyncio.Task[bool]) -> None:
+    async def _nap(self, stopping: asyncio.Task[bool], *, eager: bool) -> None:
+        """Wait until work may be startable. ``eager``: the last look started some, so more may be.
+
+        Due rows that could not start (their key or lane busy) are not a reason to look
+        again at once: the copy in the way wakes the scheduler when it finishes.
+        """
         next_try = await self.journal.next_try()
         timeout = MAX_NAP if next_try is None else min(MAX_NAP, max(0.0, next_try - time.time()))
-        if timeout <= 0 and len(self._tasks) < self.concurrency and self._open_lanes():
+        if timeout <= 0 and not eager:
+            timeout = BLOCKED_NAP
+        elif timeout <= 0 and len(self._tasks) < self.concurrency and self._open_lanes():
             return
         waking = asyncio.create_task(self._wake.wait())
         await asyncio.wait({waking, stopping}, timeout=max(timeout, 0.05),
