@@ -127,12 +127,18 @@ class World:
                                           **kwargs)["ETag"]).strip('"')
 
     def objects(self, name: str) -> dict[str, str]:
-        """Every key in one bucket with the md5 of its bytes (read back, not the etag)."""
+        """Every key in one bucket with the md5 of its bytes (read back, not the etag).
+
+        A key deleted between the listing and its read (the daemon is running) is absent.
+        """
         client, bucket = self.clients[name], self.buckets[name]
         out = {}
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for item in page.get("Contents", ()):
-                body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                try:
+                    body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                except client.exceptions.NoSuchKey:
+                    continue
                 out[item["Key"]] = hashlib.md5(body).hexdigest()
         return out
 
