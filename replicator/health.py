@@ -56,10 +56,6 @@ class Health:
         """Regions whose breaker is closed: the only ones that get work."""
         return {r for r in regions if r not in self.problems}
 
-    def known_down(self, name: str) -> bool:
-        """An open breaker: not healthy, and not merely unchecked yet."""
-        return self.problems.get(name, UNCHECKED) != UNCHECKED
-
     def ok(self, name: str) -> bool:
         """Record a success; True when this closes a breaker a failure had opened."""
         self._streak[name] = 0

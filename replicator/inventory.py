@@ -12,6 +12,7 @@ the replica's metadata tells whether it is current.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Collection, Mapping
 
 from .errors import ReplicatorError
@@ -21,23 +22,22 @@ from .s3 import ObjectStore
 log = logging.getLogger(__name__)
 
 PAGE = 1000
-#: Below this many probes, the HEADs cost less than listing a region.
-MIN_PROBES = 100
 
 
 async def take(journal: Journal, regions: Mapping[str, ObjectStore],
                prefixes: Collection[str] = ("",)) -> dict[str, int]:
-    """List each region with enough rows to probe; returns, per region, the probes spared.
+    """List each region with more rows to probe than its listing costs requests.
 
-    A region whose listing fails keeps its probes: that costs requests, never
-    correctness, and the failure shows up again where it matters, in the copies.
+    Returns, per region listed, the probes spared. A region whose listing fails
+    keeps its probes: that costs requests, never correctness, and the failure is
+    reported where it matters, by the health checks and the copies.
     """
     listed, waiting = await journal.unprobed()
     spared: dict[str, int] = {}
     for name, count in waiting.items():
         store = regions.get(name)
-        # Listing a region as large as the source takes listed / PAGE requests.
-        if store is None or count < max(MIN_PROBES, listed // PAGE):
+        # Listing a region as large as the source takes about listed / PAGE requests.
+        if store is None or count <= math.ceil(listed / PAGE):
             continue
         try:
             await journal.begin_inventory()
@@ -50,8 +50,8 @@ async def take(journal: Journal, regions: Mapping[str, ObjectStore],
                         batch = []
                 await journal.stage_inventory(batch)
         except ReplicatorError as exc:
-            log.warning("%s: could not list the region (%s); its %d queued objects are probed "
-                        "one by one instead", name, exc, count)
+            log.debug("%s: could not list the region (%s); its %d queued objects are probed "
+                      "one by one instead", name, exc, count)
             continue
         spared[name] = await journal.commit_inventory(name)
         log.info("%s: listed; %d of %d queued objects are not there yet and need no probe",

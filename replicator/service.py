@@ -150,7 +150,8 @@ class Service:
 
     async def _inventory(self) -> None:
         """List the regions in service that have many copies to probe (see inventory.py)."""
-        serving = {n: s for n, s in self.regions.items() if not self.health.known_down(n)}
+        allowed = self.health.allowed(list(self.regions))
+        serving = {n: s for n, s in self.regions.items() if n in allowed}
         await inventory.take(self.journal, serving, self.config.replication.include_prefixes or ("",))
 
     def _retried(self, name: str, exc: BaseException) -> None:
@@ -201,6 +202,7 @@ class Service:
 
     async def sync(self) -> bool:
         """One pass: list, copy what differs, wait until every row is verified or failed."""
+        await self.check()  # before the listing, so that only regions in service are inventoried
         await self.recover()
         await self.feed.poll_once()
         await self.drain()

@@ -9,7 +9,6 @@ import unicodedata
 
 import pytest
 
-from replicator import inventory
 from replicator.model import META_SOURCE_ETAG, META_SOURCE_MTIME
 from replicator.service import Service
 
@@ -36,7 +35,7 @@ async def test_a_backfill_lists_each_region_instead_of_probing_every_object(
         world: World, proxies: dict[str, FaultProxy]) -> None:
     """One GET per object and one PUT per object and region: a region's listing shows which
     keys it lacks, so no HEAD is sent to learn it one 404 at a time."""
-    count = inventory.MIN_PROBES + 20
+    count = 30
     for i in range(count):
         world.put(f"k/{i:04d}", b"body %d" % i)
     held, stranger = REGIONS[0], "k/0007"  # put there by someone else: probed, then overwritten
