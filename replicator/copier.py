@@ -230,9 +230,9 @@ class Copier:
                 check_source(f"{change.key} from source", change.etag, composite_etag(part_md5s))
             elif not change.multipart_etag and head.etag_is_md5:
                 check_source(f"{change.key} from source", change.etag, whole.hex())
-            for upload in uploads:
-                results[upload.region] = await self._complete(change, upload,
-                                                              composite_etag(part_md5s))
+            expected = composite_etag(part_md5s)
+            for done in await asyncio.gather(*(self._complete(change, u, expected) for u in uploads)):
+                results[done.region] = done
         finally:
             await self._abort_unfinished(change.key, uploads)
         return [results[r] for r in targets]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 #: User-metadata keys (sent as ``x-amz-meta-<key>``) that every replica carries,
 #: so that a copy can be recognised, skipped, and never overwritten by an older one.
@@ -59,6 +60,9 @@ class RegionResult:
     error: str | None = None
     permanent: bool = False  # retrying soon will not help; wait for the cause to be fixed
     at_source: bool = False  # the source failed, not this region
+    #: When this region's outcome was known: its lag ends here, not when the slowest
+    #: region of the same copy is done.
+    finished: float = field(default_factory=time.time, compare=False)
 
     @property
     def done(self) -> bool:

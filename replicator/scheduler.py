@@ -180,13 +180,12 @@ class Scheduler:
 
     def _count(self, row: Pending, result: RegionResult) -> None:
         """Count a verified change once: skips (already there) are not replications."""
-        now = time.time()
-        self.last_verified[row.region] = (row.change.key, now)
+        self.last_verified[row.region] = (row.change.key, result.finished)
         if result.outcome in (Outcome.COPIED, Outcome.DELETED):
             operation = row.change.kind.value
             self.metrics.objects.labels(row.region, operation).inc()
             self.metrics.bytes.labels(row.region, operation).inc(result.nbytes)
-            self.metrics.lag.labels(row.region).observe(max(0.0, now - row.change.origin))
+            self.metrics.lag.labels(row.region).observe(max(0.0, result.finished - row.change.origin))
 
     async def _refresh(self, change: Change, rows: list[Pending]) -> bool:
         """The source changed under a copy: queue what it holds now instead.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -85,6 +87,23 @@ def r2_proxy(world: World) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.stop()
+
+
+async def test_each_region_lag_ends_when_that_region_has_the_copy(
+        world: World, proxies: dict[str, FaultProxy]) -> None:
+    """A slow region does not lend its lag to the others copied from the same read."""
+    count, delay = 4, 1.5
+    for i in range(count):
+        world.put(f"k{i}", os.urandom(100 + i))
+    proxies["r3"].latency = delay  # every request to r3 waits this long before it is served
+    registry = CollectorRegistry()
+    async with Service(world.config(), registry) as service:
+        assert await service.sync()
+
+    def lag_sum(region: str) -> float:
+        return sample(registry, "replicator_replication_lag_seconds_sum", region=region)
+    # Each r3 copy ends at least ``delay`` after its read; r1's copies do not wait for it.
+    assert lag_sum("r3") - lag_sum("r1") >= count * delay * 0.5
 
 
 async def test_a_stuck_region_shows_in_lag_up_and_readyz_until_it_recovers(
@@ -211,3 +230,6 @@ def test_json_logs_carry_the_copy_fields(world: World) -> None:
     assert sorted(r["region"] for r in copies) == sorted(REGIONS)
     assert all(r["outcome"] == "copied" and r["bytes"] == 5 and r["op"] == "put" and
                isinstance(r["duration"], float) for r in copies)
+    stamped = datetime.fromisoformat(copies[0]["time"])  # RFC 3339, UTC, milliseconds
+    assert stamped.tzinfo == timezone.utc and copies[0]["time"].endswith("Z")
+    assert re.search(r"\.\d{3}Z$", copies[0]["time"])
