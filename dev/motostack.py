@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent  # where `dev` imports from, whatever the cwd
 _LOG_TAIL_BYTES = 2000
 
 
@@ -99,8 +100,9 @@ class MotoServer:
             log_start = out.tell()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
-                env={**os.environ, **(env or {})},
+                [sys.executable, "-m", "dev.moto_server", "-H", HOST, "-p", str(port)],
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -1,0 +1,30 @@
+"""`python -m dev.moto_server`: moto's server, with one race of moto 5.2.5 closed.
+
+``FakeKey.etag`` hashes the object's buffer lazily and without the key's lock.
+A listing served while the PUT that created the key is still being answered
+computes it at the same moment from the same buffer; the two threads' seeks and
+reads interleave, and a wrong etag is cached for good. The replicator then
+rightly refuses every copy of that object ("corrupted on read"), and a test
+waiting for it never ends. Taking the lock, as ``FakeKey.value`` already does,
+makes the etag always the md5 of the bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moto.s3.models import FakeKey
+from moto.server import main
+
+_unlocked_etag = FakeKey.etag.fget
+
+
+def _locked_etag(self: Any) -> str:
+    with self.lock:
+        return _unlocked_etag(self)  # type: ignore[misc]
+
+
+FakeKey.etag = property(_locked_etag)  # type: ignore[method-assign,assignment]
+
+if __name__ == "__main__":
+    main()
