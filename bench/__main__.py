@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from replicator.config import Replication
+
 from . import counting, data, lag, servers, tools
 from .data import Manifest, MiB, Workload
 from .measure import Usage
@@ -452,9 +454,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "replica count stops at the first rate that misses p99 < 2 s "
                         "(default: 5 10 20 30 40 60 80)")
     parser.add_argument("--concurrency", type=int, default=32, help="replication.concurrency")
-    parser.add_argument("--multipart-threshold", default="64MiB")
-    parser.add_argument("--part-size", default="16MiB")
-    parser.add_argument("--parts-in-flight", type=int, default=4)
+    defaults = Replication()  # the service's own defaults, so the bench measures what ships
+    parser.add_argument("--multipart-threshold", default=str(defaults.multipart_threshold),
+                        help="replication.multipart_threshold (default: the service's)")
+    parser.add_argument("--part-size", default=str(defaults.part_size),
+                        help="replication.part_size (default: the service's)")
+    parser.add_argument("--parts-in-flight", type=int, default=defaults.parts_in_flight,
+                        help="replication.parts_in_flight (default: the service's)")
     parser.add_argument("--rclone-flags", default="--checksum",
                         help="extra flags for every rclone copy, e.g. --rclone-flags='--checksum "
                              "--transfers 16' (--checksum: compare md5s, so an unchanged pass "
