@@ -456,11 +456,13 @@ class Journal:
 
     async def dispatched(self, rows: list[Pending]) -> None:
         """Rows handed to the copier are no longer fresh: after a crash, probe before copying."""
+        fresh = [(r.change.key, r.region) for r in rows if r.fresh]
+
         def update() -> None:
             with self._tx():
                 self.db.executemany("UPDATE pending SET fresh = 0 WHERE key = ? AND region = ?",
-                                    [(r.change.key, r.region) for r in rows])
-        if any(r.fresh for r in rows):
+                                    fresh)
+        if fresh:
             await self._run(update)
 
     async def revive(self, region: str) -> int:

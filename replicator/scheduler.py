@@ -75,6 +75,8 @@ class Scheduler:
                 self._wake.clear()
                 free = self.concurrency - len(self._tasks)
                 started = (await self._due(free)) if free > 0 else {}
+                # One transaction for the whole batch, before any of it is copied.
+                await self.journal.dispatched([r for rows in started.values() for r in rows])
                 for key, rows in started.items():
                     self._start(key, rows)
                 if until_idle and not self._tasks and await self.journal.count(
@@ -134,7 +136,6 @@ class Scheduler:
             groups: dict[Change, list[Pending]] = {}
             for row in rows:
                 groups.setdefault(row.change, []).append(row)
-            await self.journal.dispatched(rows)
             for change, group in groups.items():
                 started = time.monotonic()
                 results = await self.copier.apply(change, [r.region for r in group],
