@@ -117,7 +117,7 @@ class Replication(_Model):
     multipart_threshold: Size = Field(16 * 2**20, description="objects larger than this go multipart")
     part_size: Size = Field(8 * 2**20, description="multipart part size (S3 needs >= 5MiB)")
     parts_in_flight: int = Field(4, ge=1, le=64, description="parts of one object buffered at once")
-    max_bytes_in_flight: Size = Field(64 * 2**20, description="bytes of object data held in "
+    max_bytes_in_flight: Size = Field(48 * 2**20, description="bytes of object data held in "
                                       "memory at once, across all copies")
     checksum_algorithm: Literal["sha256", "sha1", "crc32"] = Field(
         "sha256", description="additional checksum sent with every write")
