@@ -8,10 +8,10 @@ up, every copy arrived and p99 < 2 s in every region; for each replica count the
 rate stops rising at the first one that does not pass.
 
 Lag is measured outside the daemon's metric: from the moment the writer sent the
-PUT (its own clock) to the time stamp of the daemon's per-copy log line, which is
-written once the copy is verified (the plain log format carries milliseconds, the
-JSON one only seconds). The daemon's own lag histogram, which counts from the S3
-event time, is scraped before and after every rate as a cross-check.
+PUT (its own clock) to the time stamp (milliseconds) of the daemon's per-copy log
+line, which is written once the copy is verified. The daemon's own lag histogram,
+which counts from the S3 event time, is scraped before and after every rate as a
+cross-check.
 """
 
 from __future__ import annotations
