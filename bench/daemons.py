@@ -24,7 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from . import tools
-from .servers import REGIONS, Endpoint
+from .servers import REGIONS, Endpoint, stop_process
 from .tools import Bucket, ReplicatorOptions
 
 #: moto 5.2.5's ReceiveMessage does not wait for ten messages: it returns as soon as one
@@ -112,14 +112,7 @@ class Replica:
         return found
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM by PID, escalating to SIGKILL; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+        return stop_process(self.process, timeout)
 
 
 def write_config(rundir: Path, endpoints: list[Endpoint], bucket: str,

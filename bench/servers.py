@@ -79,14 +79,18 @@ class RcloneServer:
         return server
 
     def stop(self, timeout: float = 10) -> None:
-        """Terminate by PID, escalating to SIGKILL."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
+
+
+def stop_process(process: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM by PID, escalating to SIGKILL after ``timeout``; returns the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
 
 
 @dataclass
