@@ -14,7 +14,6 @@ class Message:
     id: str
     receipt: str
     body: str
-    receives: int
 
 
 class SqsQueue:
@@ -40,9 +39,8 @@ class SqsQueue:
     async def receive(self, *, wait: int, visibility: int) -> list[Message]:
         resp = await self._call("ReceiveMessage", lambda: self._client.receive_message(
             QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
-            VisibilityTimeout=visibility, MessageSystemAttributeNames=["ApproximateReceiveCount"]))
-        return [Message(m["MessageId"], m["ReceiptHandle"], m.get("Body", ""),
-                        int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)))
+            VisibilityTimeout=visibility))
+        return [Message(m["MessageId"], m["ReceiptHandle"], m.get("Body", ""))
                 for m in resp.get("Messages", ())]
 
     async def delete(self, messages: list[tuple[str, str]]) -> None:
