@@ -1,6 +1,6 @@
 """Requests per object, counted by a reverse proxy in front of each endpoint.
 
-The proxy (tests/faultproxy.py, every fault off) opens a fresh upstream
+The proxy (testing/faultproxy.py, every fault off) opens a fresh upstream
 connection per request, which costs time, so counts come from a separate,
 untimed run of each tool; the timed runs talk to the endpoints directly.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from tests.faultproxy import FaultProxy
+from testing.faultproxy import FaultProxy
 
 from .servers import Endpoint
 

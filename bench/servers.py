@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dev.motostack import HOST, MotoServer, answers_http, free_port
+from testing.motostack import HOST, MotoServer, answers_http, free_port
 
 ACCESS_KEY = SECRET_KEY = "testing"
 #: The source and three regions, named as in config/local.yaml.

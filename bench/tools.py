@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from dev.motostack import HOST, free_port
+from testing.motostack import HOST, free_port
 
 from . import measure
 from .servers import ACCESS_KEY, REGIONS, SECRET_KEY, rclone_binary, rclone_env

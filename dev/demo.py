@@ -24,7 +24,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dev.motostack import MotoServer
+from testing.motostack import MotoServer
 
 # Endpoint name -> fixed port; config/local.yaml points the daemon at these.
 PORTS = {"source": 9000, "eu-west-1": 9001, "us-east-1": 9002, "ap-southeast-2": 9003}

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from botocore.config import Config as BotoConfig
 
-from dev.motostack import MotoServer, free_port
+from testing.motostack import MotoServer, free_port
 from replicator.config import Config
 
-from .faultproxy import FaultProxy
+from testing.faultproxy import FaultProxy
 
 REGIONS = ("r1", "r2", "r3")
 #: Small parts so multipart paths run on small objects (moto's minimum is lowered to match).

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import PART, REGIONS, World, wait_for
-from .faultproxy import FaultProxy
+from testing.faultproxy import FaultProxy
 
 
 def start(world: World, command: str, config: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -38,7 +38,7 @@ from botocore import xform_name
 from botocore.client import BaseClient
 from prometheus_client import CollectorRegistry
 
-from dev.motostack import free_port
+from testing.motostack import free_port
 from replicator import s3 as s3_module
 from replicator.config import Config
 from replicator.metrics import Metrics

@@ -19,7 +19,7 @@ import yaml
 from botocore.config import Config as BotoConfig
 from prometheus_client import CollectorRegistry
 
-from dev.motostack import free_port
+from testing.motostack import free_port
 from replicator.events import Malformed, parse
 from replicator.service import Service
 

@@ -10,8 +10,8 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from dev.motostack import MotoServer
-from .faultproxy import FaultProxy
+from testing.motostack import MotoServer
+from testing.faultproxy import FaultProxy
 
 BUCKET = "proxy-test"
 # One attempt and no flexible checksums: the client must see each fault raw.

@@ -14,7 +14,7 @@ from replicator.s3 import S3Store
 from replicator.service import Service
 
 from .conftest import PART, REGIONS, World, eventually
-from .faultproxy import FaultProxy
+from testing.faultproxy import FaultProxy
 
 
 async def test_a_down_region_waits_with_a_reason_while_the_others_complete(

@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 import pytest
 from prometheus_client import CollectorRegistry
 
-from dev.motostack import free_port
+from testing.motostack import free_port
 from replicator.service import Service
 
 from .conftest import PART, REGIONS, World, eventually
-from .faultproxy import FaultProxy
+from testing.faultproxy import FaultProxy
 
 
 def get(url: str) -> tuple[int, str]:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dev.motostack import free_port
+from testing.motostack import free_port
 
 from .conftest import REGIONS, World, wait_for
 

@@ -13,7 +13,7 @@ from replicator.model import META_SOURCE_ETAG, META_SOURCE_MTIME
 from replicator.service import Service
 
 from .conftest import PART, REGIONS, THRESHOLD, World, eventually
-from .faultproxy import FaultProxy
+from testing.faultproxy import FaultProxy
 
 
 async def sync(world: World, **overrides: object) -> Service:

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from replicator.service import Service
 
 from .conftest import PART, REGIONS, World, eventually, wait_for
-from .faultproxy import FaultProxy
+from testing.faultproxy import FaultProxy
 
 
 async def run_daemon(service: Service, stop: asyncio.Event) -> asyncio.Task[None]:

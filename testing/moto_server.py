@@ -1,4 +1,4 @@
-"""`python -m dev.moto_server`: moto's server, with one race of moto 5.2.5 closed.
+"""`python -m testing.moto_server`: moto's server, with one race of moto 5.2.5 closed.
 
 ``FakeKey.etag`` hashes the object's buffer lazily and without the key's lock.
 A listing served while the PUT that created the key is still being answered

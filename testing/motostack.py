@@ -100,7 +100,7 @@ class MotoServer:
             log_start = out.tell()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "dev.moto_server", "-H", HOST, "-p", str(port)],
+                [sys.executable, "-m", "testing.moto_server", "-H", HOST, "-p", str(port)],
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(
                     filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **(env or {})},
                 stdin=subprocess.DEVNULL,
