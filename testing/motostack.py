@@ -85,8 +85,13 @@ class MotoServer:
         env: dict[str, str] | None = None,
         log: Path | None = None,
         timeout: float = 20,
+        faithful: bool = False,
     ) -> MotoServer:
-        """Start a server and return once it answers HTTP, or raise RuntimeError."""
+        """Start a server and return once it answers HTTP, or raise RuntimeError.
+
+        ``faithful``: the AWS-faithful endpoint (``testing.aws_faithful``), moto with
+        the documented S3 behaviours that plain moto lacks switched on.
+        """
         if port is None:
             port = free_port()
         else:
@@ -100,7 +105,7 @@ class MotoServer:
             log_start = out.tell()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "testing.moto_server", "-H", HOST, "-p", str(port)],
+                [sys.executable, "-m", "testing.aws_faithful" if faithful else "testing.moto_server", "-H", HOST, "-p", str(port)],
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(
                     filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **(env or {})},
                 stdin=subprocess.DEVNULL,
