@@ -1,6 +1,8 @@
 """Command line: ``replicator run | sync | status | verify -c FILE``.
 
-Exit codes: 0 success, 1 work not (yet) verified, 2 bad configuration.
+Exit codes: 0 success, 1 work not (yet) verified, 2 bad configuration or bad input
+that a restart cannot fix (an unusable journal path, a port in use, a bad
+``--log-level``): one line on stderr naming the problem, never a traceback.
 """
 
 from __future__ import annotations
@@ -8,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import logs
 from .config import Config
@@ -52,25 +56,62 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.setup(args.log_format, args.log_level)
+    try:
+        logs.setup(args.log_format, args.log_level)
+    except ValueError as exc:
+        print(f"replicator: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         config = Config.load(args.config, need_secrets=args.command not in JOURNAL_ONLY)
     except ConfigError as exc:
         print(f"replicator: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        return asyncio.run(_command(args, config))
+    except ConfigError as exc:  # a configured journal or address that cannot be used
+        print(f"replicator: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+async def _command(args: argparse.Namespace, config: Config) -> int:
     if args.command == "verify":
-        return asyncio.run(_verify(config, args.prefix, args.repair))
+        return await _verify(config, args.prefix, args.repair)
     if args.command == "setup-events":
-        return asyncio.run(_setup_events(config))
+        return await _setup_events(config)
     if args.command == "retry":
-        return asyncio.run(_retry(config, args.region, args.key))
+        return await _retry(config, args.region, args.key)
     if args.command == "run":
-        return asyncio.run(_run(config, args.config))
+        return await _run(config, args.config)
     command = {"sync": _sync, "status": _status, "approve-deletes": _approve_deletes}[args.command]
-    return asyncio.run(command(config))
+    return await command(config)
+
+
+async def _open_journal(path: Path) -> Journal:
+    """The journal, or a ConfigError naming ``journal.path`` and why it cannot be used."""
+    journal = Journal(path)
+    try:
+        return await journal.open()
+    except (OSError, sqlite3.Error) as exc:
+        await journal.close()
+        if isinstance(exc, FileExistsError):  # mkdir of a parent that is a file
+            why = f"{exc.filename} is a file, not a directory"
+        elif isinstance(exc, OSError):
+            why = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        else:
+            why = str(exc)
+        raise ConfigError(f"journal.path {path}: cannot open the journal: {why}") from exc
+    except ReplicatorError as exc:  # a journal of another schema version: the message says what to do
+        await journal.close()
+        raise ConfigError(str(exc)) from exc
+
+
+async def _check_journal(config: Config) -> None:
+    """Open and close the journal once, so a path it cannot use fails before any work starts."""
+    await (await _open_journal(config.journal.path)).close()
 
 
 async def _run(config: Config, path: str) -> int:
+    await _check_journal(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,6 +123,7 @@ async def _run(config: Config, path: str) -> int:
 
 
 async def _sync(config: Config) -> int:
+    await _check_journal(config)
     async with Service(config) as service:
         try:
             complete = await service.sync()
@@ -103,7 +145,7 @@ async def _status(config: Config) -> int:
     if not config.journal.path.exists():
         print(f"no journal at {config.journal.path}: nothing has run yet")
         return EXIT_OK
-    journal = await Journal(config.journal.path).open()
+    journal = await _open_journal(config.journal.path)
     try:
         regions = [r.name for r in config.regions]
         now = time.time()
@@ -137,6 +179,7 @@ async def _verify(config: Config, prefix: str, repair: bool) -> int:
         if sys.stderr.isatty():
             print(f"\rcompared {compared} keys", end="", file=sys.stderr, flush=True)
 
+    await _check_journal(config)
     async with Service(config) as service:
         try:
             await service.check()
@@ -166,7 +209,7 @@ async def _retry(config: Config, region: str | None, key: str | None) -> int:
     if region is not None and region not in {r.name for r in config.regions}:
         print(f"replicator: no region named {region!r} in the config", file=sys.stderr)
         return EXIT_CONFIG
-    journal = await Journal(config.journal.path).open()
+    journal = await _open_journal(config.journal.path)
     try:
         count = await journal.retry_failed(region, key)
     finally:
@@ -176,7 +219,7 @@ async def _retry(config: Config, region: str | None, key: str | None) -> int:
 
 
 async def _approve_deletes(config: Config) -> int:
-    journal = await Journal(config.journal.path).open()
+    journal = await _open_journal(config.journal.path)
     try:
         count = await journal.release_deletes([r.name for r in config.regions])
     finally:

@@ -28,7 +28,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+def level_number(name: str) -> int:
+    """The logging level called ``name`` (any case); ValueError naming the choices if none is."""
+    levels = logging.getLevelNamesMapping()
+    if name.upper() not in levels or name.upper() == "NOTSET":
+        choices = ", ".join(n.lower() for n in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+        raise ValueError(f"--log-level {name!r}: unknown level, expected one of {choices}")
+    return levels[name.upper()]
+
+
 def setup(fmt: str = "plain", level: str = "INFO") -> None:
+    """Send every record to stderr in ``fmt``; ValueError (before any change) on a bad level."""
+    number = level_number(level)
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -36,6 +47,6 @@ def setup(fmt: str = "plain", level: str = "INFO") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(number)
     for noisy in ("botocore", "aiobotocore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

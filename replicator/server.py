@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .service import Service
@@ -28,9 +32,19 @@ class StatusServer:
         self._runner = web.AppRunner(app, access_log=None)
 
     async def start(self) -> None:
-        host, _, port = self.service.config.http.listen.rpartition(":")
+        """Listen on ``http.listen``; ConfigError naming it when the address cannot be used."""
+        listen = self.service.config.http.listen
+        host, _, port = listen.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")  # [::1]:9108, as an IPv6 URL writes it
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, int(port)).start()
+        try:
+            await web.TCPSite(self._runner, host, int(port)).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            # asyncio's own text repeats the address; the errno's says what is wrong with it.
+            why = exc.strerror if isinstance(exc, socket.gaierror) or not exc.errno \
+                else os.strerror(exc.errno)
+            raise ConfigError(f"http.listen {listen}: cannot listen: {why}") from exc
 
     async def stop(self) -> None:
         await self._runner.cleanup()
@@ -82,12 +96,13 @@ def _page(s: dict[str, Any]) -> str:
                 e(", ".join(f"{k}: {v}" for k, v in r["failures_by_reason"].items()) or "none"),
                 e(audit_text))) + "</tr>")
     source = s["source"]
+    source_state = "readable" if source["up"] else "<b>UNREADABLE</b> " + e(source["problem"] or "")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>replicator</title>
 <meta http-equiv="refresh" content="5"><style>
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><body>
 <h1>replicator</h1>
-<p>source <b>{e(source['bucket'])}</b>: {"readable" if source['up'] else "<b>UNREADABLE</b> " + e(source['problem'] or '')}
+<p>source <b>{e(source['bucket'])}</b>: {source_state}
 &middot; generated {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(s['time']))} UTC
 &middot; <a href="/status?format=json">json</a> &middot; <a href="/metrics">metrics</a></p>
 <table><tr><th>region</th><th>state</th><th>backlog</th><th>bytes</th><th>failed</th>

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +101,81 @@ def test_sync_exits_1_and_status_names_the_reason_when_a_region_fails(world: Wor
     r3_line = next(line for line in status.stdout.splitlines() if line.startswith("r3 "))
     assert "OPEN: no_such_bucket" in r3_line
     assert "closed" in next(line for line in status.stdout.splitlines() if line.startswith("r1 "))
+
+
+# -- bad input at start-up: one line naming the problem, exit 2 (systemd does not restart) ---------
+
+
+def run_briefly(world: World, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "replicator", "run", "-c", str(config), *extra],
+                          capture_output=True, text=True, timeout=60, cwd=world.tmp)
+
+
+def assert_one_line_exit_2(proc: subprocess.CompletedProcess[str], *names: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    for name in names:
+        assert name in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("where", ["under a file", "a directory", "not a database"])
+def test_a_journal_that_cannot_be_opened_is_one_line_and_exit_2(world: World, where: str) -> None:
+    # The suite runs as root, where file modes do not stop a write: make the path unusable instead.
+    (world.tmp / "plain-file").write_text("not a directory")
+    (world.tmp / "a-dir.db").mkdir()
+    (world.tmp / "junk.db").write_bytes(os.urandom(4096))
+    path = {"under a file": world.tmp / "plain-file" / "journal.db",
+            "a directory": world.tmp / "a-dir.db",
+            "not a database": world.tmp / "junk.db"}[where]
+    proc = run_briefly(world, world.config_file(journal__path=str(path)))
+    assert_one_line_exit_2(proc, "journal.path", str(path))
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(world: World) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        proc = run_briefly(world, world.config_file(http__listen=listen))
+    assert_one_line_exit_2(proc, "http.listen", listen, "in use")
+
+
+def test_a_bad_log_level_is_one_line_and_exit_2(world: World) -> None:
+    proc = run_briefly(world, world.config_file(), "--log-level", "bogus")
+    assert_one_line_exit_2(proc, "--log-level", "bogus")
+
+
+def ipv6_loopback_port() -> int | None:
+    """A free port on ::1, or None when this machine has no IPv6 loopback."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+            return int(sock.getsockname()[1])
+    except OSError:
+        return None
+
+
+def test_an_ipv6_listen_address_serves_where_the_machine_has_ipv6(world: World) -> None:
+    port = ipv6_loopback_port()
+    listen = f"[::1]:{port or 9108}"
+    config = world.config_file(http__listen=listen)
+    if port is None:  # no IPv6 loopback here: the address cannot work, so say so and stop
+        assert_one_line_exit_2(run_briefly(world, config), "http.listen", listen)
+        return
+    log = world.tmp / "daemon.log"
+    daemon = start(world, "run", config, log)
+    try:
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{listen}/healthz", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                assert daemon.poll() is None, log.read_text()[-3000:]
+                return False
+        wait_for(healthy, timeout=60, what=f"/healthz on {listen}")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
