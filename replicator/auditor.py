@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .config import Deletes, Replication
 from .errors import ReplicatorError
+from .copier import replica_is_intact
 from .journal import Journal
 from .metrics import AUDIT_STATES, Metrics
 from .model import META_SOURCE_ETAG, Change, Kind
@@ -43,12 +44,12 @@ class RegionAudit:
 
     @property
     def consistent(self) -> bool:
-        wrong = ("missing", "mismatched") if self.extra_allowed else AUDIT_STATES[1:]
+        wrong = [s for s in AUDIT_STATES[1:] if not (s == "extra" and self.extra_allowed)]
         return self.error is None and all(self.counts[s] == 0 for s in wrong)
 
     @property
     def ratio(self) -> float:
-        total = self.counts["ok"] + self.counts["missing"] + self.counts["mismatched"]
+        total = sum(self.counts[s] for s in ("ok", "missing", "mismatched", "archived"))
         return self.counts["ok"] / total if total else 1.0
 
 
@@ -109,7 +110,7 @@ class Auditor:
                         results[cursor.name].add(state, key)
                         if repair and state == "extra":
                             extra.append(key)
-                        elif repair and src is not None and state != "ok":
+                        elif repair and src is not None and state not in ("ok", "archived"):
                             await self._repair(cursor.name, key, src)
             for cursor in here:
                 await cursor.advance()
@@ -140,21 +141,22 @@ class Auditor:
         if src is None:
             return "extra"
         if replica is None:
-            return "missing"
+            return "archived" if src.archived else "missing"
         if replica.size != src.size:
             return "mismatched"
         if replica.etag == src.etag:
             return "ok"
-        if "-" in replica.etag and "-" not in src.etag:
-            # Copied part by part from a single-part source: its own etag differs by
-            # design, and the marker it was written with names the source etag.
-            try:
-                head = await self.regions[region].head(src.key)
-            except ReplicatorError:
-                return "mismatched"
-            if head is not None and head.etag == replica.etag and \
-                    head.metadata.get(META_SOURCE_ETAG) == src.etag:
-                return "ok"
+        # Etags differ by design where one side is encrypted (SSE-KMS, SSE-C: no md5) or
+        # a single-part source was copied in parts: the marker the replica was written
+        # with names the source etag, and its own md5 or checksum proves its bytes.
+        try:
+            head = await self.regions[region].head(src.key, checksums=True)
+        except ReplicatorError:
+            return "mismatched"
+        if head is not None and head.etag == replica.etag and \
+                head.metadata.get(META_SOURCE_ETAG) == src.etag and \
+                replica_is_intact(head, src.etag):
+            return "ok"
         return "mismatched"
 
     async def _repair(self, region: str, key: str, src: Listed) -> None:

@@ -8,6 +8,8 @@ Every error names the field path and the problem, e.g.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from pathlib import Path
@@ -101,12 +103,51 @@ class Endpoint(_Model):
 class Source(Endpoint):
     """The bucket that is watched."""
 
+    sse_customer_key: str | None = Field(
+        None, description="SSE-C: the base64 256-bit key the source's objects are encrypted "
+        "with, usually ${ENV_VAR}; sent with every read of the source")
+
+    @model_validator(mode="after")
+    def _key_is_256_bits(self) -> Source:
+        if self.sse_customer_key is not None:
+            try:
+                key = base64.b64decode(self.sse_customer_key, validate=True)
+            except binascii.Error:
+                raise ValueError("sse_customer_key: not base64") from None
+            if len(key) != 32:
+                raise ValueError(f"sse_customer_key: {len(key) * 8} bits, SSE-C needs 256")
+        return self
+
+    def read_args(self) -> dict[str, Any]:
+        """What every read of the source sends (botocore adds the key's MD5 itself)."""
+        if self.sse_customer_key is None:
+            return {}
+        return {"SSECustomerAlgorithm": "AES256",
+                "SSECustomerKey": base64.b64decode(self.sse_customer_key)}
+
 
 class Region(Endpoint):
     """One regional copy."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="label in logs and metrics")
     storage_class: str | None = Field(None, description="storage class of replicas, e.g. STANDARD_IA")
+    sse: Literal["AES256", "aws:kms"] | None = Field(
+        None, description="server-side encryption of replicas; omit for the bucket's default")
+    kms_key_id: str | None = Field(None, description="sse aws:kms: the KMS key (id, ARN or alias); "
+                                   "omit for the account's aws/s3 key")
+
+    @model_validator(mode="after")
+    def _kms_key_needs_kms(self) -> Region:
+        if self.kms_key_id and self.sse != "aws:kms":
+            raise ValueError("kms_key_id needs sse: aws:kms")
+        return self
+
+    def write_args(self) -> dict[str, Any]:
+        """What every object created in this region is sent with."""
+        args: dict[str, Any] = {"ServerSideEncryption": self.sse} if self.sse else {}
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
 
 
 class Replication(_Model):
@@ -119,8 +160,10 @@ class Replication(_Model):
     parts_in_flight: int = Field(4, ge=1, le=64, description="parts of one object buffered at once")
     max_bytes_in_flight: Size = Field(48 * 2**20, description="bytes of object data held in "
                                       "memory at once, across all copies")
-    checksum_algorithm: Literal["sha256", "sha1", "crc32"] = Field(
-        "sha256", description="additional checksum sent with every write")
+    checksum_algorithm: Literal["sha256", "sha1", "crc32", "crc32c", "crc64nvme", "none"] = Field(
+        "sha256", description="additional checksum sent with every write and checked against "
+        "what the region stores; none for S3-compatible stores that reject x-amz-checksum-* "
+        "(Content-MD5 is still sent)")
 
     def wants(self, key: str) -> bool:
         """Whether a key is in scope for replication."""

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +21,8 @@ from .config import Replication
 from .journal import Journal
 from .model import (
     MARKER_KEYS,
+    META_CHECKSUM,
+    META_MD5,
     META_SOURCE_ETAG,
     META_SOURCE_MTIME,
     META_SOURCE_VERSION,
@@ -31,16 +31,17 @@ from .model import (
     Outcome,
     RegionResult,
 )
+from .plan import Chunk, Plan, plan
 from .s3 import Head, NewObject, ObjectStore, Written
-from .verifier import Digest, check_source, check_written, composite_etag, digest
+from .verifier import Digest, ReadProof, check_written, composite_etag, digest
 
 log = logging.getLogger(__name__)
 
-#: Largest source part we mirror part-for-part (to reproduce the source's etag exactly).
-MAX_MIRRORED_PART = 256 * 2**20
 #: Bodies this large are hashed on a worker thread (hashlib lets go of the GIL), so the
 #: event loop keeps moving other bytes meanwhile.
 THREAD_HASH_MIN = 2**20
+#: Times a copy is planned again after a conditional write found the replica changed.
+REPLANS = 2
 
 
 def replica_is_current(change: Change, replica: Head | None) -> bool:
@@ -49,10 +50,27 @@ def replica_is_current(change: Change, replica: Head | None) -> bool:
         return False
     marker = replica.metadata.get(META_SOURCE_ETAG)
     if marker == change.etag and replica.size == change.size:
-        # A single-part replica of a single-part source must carry the source's
-        # md5 as its own etag; anything else is a corrupted copy left by a crash.
-        return replica.etag == change.etag or "-" in replica.etag
+        return replica_is_intact(replica, change.etag)
     return marker is not None and _marker_mtime(replica) > change.last_modified
+
+
+def replica_is_intact(replica: Head, source_etag: str) -> bool:
+    """Whether a replica holds the bytes it was written with (a copy corrupted on the way
+    and left by a crash does not).
+
+    A single-part replica's md5 etag must equal the md5 it was written with; an encrypted
+    one's etag is no md5, so its stored checksum must equal the one written. Replicas from
+    before those markers carry the source's md5 etag; a multipart replica's completion
+    was proven part by part.
+    """
+    if "-" in replica.etag:
+        return True
+    md5 = replica.metadata.get(META_MD5)
+    if replica.etag_is_md5:
+        return replica.etag == (md5 or source_etag)
+    written = replica.metadata.get(META_CHECKSUM, "")
+    algorithm, _, value = written.partition(":")
+    return md5 is not None and replica.checksums.get(algorithm, value) == value
 
 
 def _marker_mtime(replica: Head) -> float:
@@ -62,10 +80,19 @@ def _marker_mtime(replica: Head) -> float:
         return 0.0
 
 
+def _plain_checksum(head: Head) -> tuple[str, str] | None:
+    """A single-part object's stored checksum of its bytes, if it has one."""
+    return next(((alg, v) for alg, v in head.checksums.items() if "-" not in v), None)
+
+
 def _failed(region: str, exc: BaseException, *, at_source: bool = False) -> RegionResult:
     reason = exc.reason if isinstance(exc, errors.ReplicatorError) else "network"
     return RegionResult(region, Outcome.FAILED, reason=reason, error=str(exc) or type(exc).__name__,
                         permanent=isinstance(exc, errors.PermanentError), at_source=at_source)
+
+
+def _copied(region: str, nbytes: int, proven: bool) -> RegionResult:
+    return RegionResult(region, Outcome.COPIED, nbytes=nbytes, unproven=not proven)
 
 
 @dataclass
@@ -75,8 +102,10 @@ class _Upload:
     region: str
     store: ObjectStore
     upload_id: str
+    replacing: str | None
     parts: dict[int, Written] = field(default_factory=dict)
     error: BaseException | None = None
+    proven: bool = True
 
 
 class Copier:
@@ -94,10 +123,20 @@ class Copier:
     async def apply(self, change: Change, regions: list[str],
                     probe: set[str] | None = None) -> list[RegionResult]:
         """Apply a change; ``probe`` are the regions whose replica must be looked at first
-        (all, by default). A put to a region not probed costs no HEAD."""
+        (all, by default). A put to a region not probed costs no HEAD, and is written
+        only where no replica exists (a 412 there means one does: it is probed then)."""
         if change.kind is Kind.DELETE:
             return await self._delete(change, regions)
-        return await self._put(change, regions, set(regions) if probe is None else probe)
+        results = await self._put(change, regions, set(regions) if probe is None else probe)
+        for _ in range(REPLANS):
+            changed = [r.region for r in results if r.reason == errors.ReplicaChanged.reason]
+            if not changed:
+                break
+            log.info("key=%r: the replica changed in %s since it was looked at; planning again",
+                     change.key, ",".join(changed))
+            again = {r.region: r for r in await self._put(change, changed, set(changed))}
+            results = [again.get(r.region, r) for r in results]
+        return results
 
     async def _each(self, regions: list[str],
                     fn: Callable[[str], Awaitable[RegionResult]]) -> list[RegionResult]:
@@ -112,14 +151,18 @@ class Copier:
     # -- puts ------------------------------------------------------------------
 
     async def _put(self, change: Change, regions: list[str], probe: set[str]) -> list[RegionResult]:
+        replacing: dict[str, str | None] = dict.fromkeys(regions)
+
         async def look(region: str) -> RegionResult:
-            if region in probe and replica_is_current(
-                    change, await self.regions[region].head(change.key)):
-                return RegionResult(region, Outcome.SKIPPED)
+            if region in probe:
+                replica = await self.regions[region].head(change.key, checksums=True)
+                if replica_is_current(change, replica):
+                    return RegionResult(region, Outcome.SKIPPED)
+                replacing[region] = replica.etag if replica is not None else None
             return RegionResult(region, Outcome.COPIED)  # provisional: needs a copy
 
         probed = await self._each(regions, look)
-        targets = [r.region for r in probed if r.outcome is Outcome.COPIED]
+        targets = {r.region: replacing[r.region] for r in probed if r.outcome is Outcome.COPIED}
         results = {r.region: r for r in probed if r.outcome is not Outcome.COPIED}
         if targets:
             try:
@@ -132,76 +175,75 @@ class Copier:
             results.update((r.region, r) for r in copied)
         return [results[r] for r in regions]
 
-    def _new_object(self, change: Change, head: Head, tags: dict[str, str], region: str) -> NewObject:
+    def _new_object(self, change: Change, head: Head, tags: dict[str, str], region: str,
+                    sent: Digest | None = None) -> NewObject:
         metadata = {k: v for k, v in head.metadata.items() if k not in MARKER_KEYS}
         metadata[META_SOURCE_ETAG] = change.etag
         metadata[META_SOURCE_MTIME] = f"{head.last_modified:.3f}"
         if head.version_id and head.version_id != "null":
             metadata[META_SOURCE_VERSION] = head.version_id
+        if sent is not None:
+            metadata[META_MD5] = sent.md5_hex
+            if sent.checksum is not None:
+                metadata[META_CHECKSUM] = f"{sent.algorithm}:{sent.checksum}"
         return NewObject(head.headers, metadata, tags, self.storage_classes.get(region))
 
     async def _read_tags(self, change: Change, head: Head) -> dict[str, str]:
         return await self.source.get_tags(change.key) if head.tag_count else {}
 
-    async def _copy_single(self, change: Change, targets: list[str]) -> list[RegionResult]:
+    async def _copy_single(self, change: Change, targets: dict[str, str | None]) -> list[RegionResult]:
         async with self.budget.hold(change.size):
             return await self._copy_body(change, targets)
 
-    async def _copy_body(self, change: Change, targets: list[str]) -> list[RegionResult]:
+    async def _copy_body(self, change: Change, targets: dict[str, str | None]) -> list[RegionResult]:
         head, body = await self.source.get(change.key, if_match=change.etag)
-        sent = await self._digest(body)
-        if head.etag_is_md5:
-            check_source(f"{change.key} from source", change.etag, sent.md5_hex)
+        whole = None
+        if not head.etag_is_md5:  # encrypted: only a stored checksum can prove the read
+            stored = await self.source.head(change.key, checksums=True)
+            whole = _plain_checksum(stored) if stored is not None else None
+        proof = ReadProof(change.key, change.etag, head.etag_is_md5, None, whole)
+        sent = await self._digest(body, proof)
+        proof.finish(len(body))
         tags = await self._read_tags(change, head)
 
         async def write(region: str) -> RegionResult:
             store = self.regions[region]
-            obj = self._new_object(change, head, tags, region)
-            written = await store.put(change.key, body, obj, md5=sent.md5_b64, checksum=sent.header)
-            await self._prove(store, change.key, sent, written)
-            return RegionResult(region, Outcome.COPIED, nbytes=len(body))
-        return await self._each(targets, write)
+            obj = self._new_object(change, head, tags, region, sent)
+            written = await store.put(change.key, body, obj, md5=sent.md5_b64, checksum=sent.header,
+                                      replacing=targets[region])
+            proven = await self._prove(store, change.key, sent, written)
+            return _copied(region, len(body), proven and proof.proven)
+        return await self._each(list(targets), write)
 
-    async def _digest(self, body: bytearray,
-                      also: Callable[[bytearray], object] | None = None) -> Digest:
-        """The body's checksums; ``also`` (a running hash's ``update``) is fed it too."""
+    async def _digest(self, body: bytearray, proof: ReadProof | None = None) -> Digest:
+        """The body's checksums; ``proof`` (the read's) is fed it too."""
         def run() -> Digest:
-            if also is not None:
-                also(body)
-            return digest(body, self.options.checksum_algorithm)
+            sent = digest(body, self.options.checksum_algorithm)
+            if proof is not None:
+                proof.feed(body, sent.md5)
+            return sent
         return await asyncio.to_thread(run) if len(body) >= THREAD_HASH_MIN else run()
 
-    async def _prove(self, store: ObjectStore, key: str, sent: Digest, written: Written) -> None:
-        """Verify a whole-object write; a replica that fails is deleted, never left looking good."""
+    async def _prove(self, store: ObjectStore, key: str, sent: Digest, written: Written) -> bool:
+        """Verify a whole-object write; a replica whose stored bytes are shown to differ is
+        deleted, never left looking good (an encrypted one's etag alone shows nothing)."""
         try:
-            check_written(f"{key} to {store.name}", sent, written)
+            return check_written(f"{key} to {store.name}", sent, written)
         except errors.ChecksumMismatch:
             with contextlib.suppress(errors.ReplicatorError):
                 await store.delete(key)
             raise
 
-    async def _part_size(self, change: Change) -> tuple[int, bool]:
-        """Part size for this object, and whether the source's composite etag can be checked.
-
-        A multipart source is mirrored part for part (the size of its first part),
-        so the replica's etag equals the source's and the bytes read can be proven.
-        """
-        if change.multipart_etag:
-            first = await self.source.head(change.key, part_number=1)
-            if first is None:
-                raise errors.NoSuchKey(f"{change.key}: gone from the source")
-            if 0 < first.size <= MAX_MIRRORED_PART:
-                return first.size, True
-            log.warning("%s: source parts of %d bytes are too large to mirror; "
-                        "verifying the transfer only", change.key, first.size)
-        return self.options.part_size, False
-
-    async def _copy_multipart(self, change: Change, targets: list[str]) -> list[RegionResult]:
-        part_size, mirrored = await self._part_size(change)
-        count = max(1, math.ceil(change.size / part_size))
-        first_taken = await self.budget.acquire(part_size)
+    async def _copy_multipart(self, change: Change,
+                              targets: dict[str, str | None]) -> list[RegionResult]:
+        planned = await plan(self.source, change, self.options.part_size)
+        if not planned.mirrored and change.multipart_etag:
+            log.warning("%s: the source's parts cannot be mirrored; copying in parts of our own",
+                        change.key)
+        chunks = planned.chunks
+        first_taken = await self.budget.acquire(chunks[0].size)
         try:
-            head, first = await self._read_part(change, 1, part_size)
+            head, first = await self._read(change, chunks[0])
             tags = await self._read_tags(change, head)
         except BaseException:
             await self.budget.release(first_taken)
@@ -214,48 +256,44 @@ class Copier:
             obj = self._new_object(change, head, tags, region)
             upload_id = await store.create_upload(change.key, obj, self.options.checksum_algorithm)
             await self.journal.record_upload(region, change.key, upload_id)
-            uploads.append(_Upload(region, store, upload_id))
+            uploads.append(_Upload(region, store, upload_id, targets[region]))
             return RegionResult(region, Outcome.COPIED)
 
         try:
-            results.update((r.region, r) for r in await self._each(targets, start) if not r.done)
+            results.update((r.region, r) for r in await self._each(list(targets), start)
+                           if not r.done)
         except BaseException:
             await self.budget.release(first_taken)
             raise
         handed = [(first, first_taken)]
         del first  # _stream_parts owns part 1 now; a reference here would outlive its budget
         try:
-            part_md5s, whole = await self._stream_parts(change, uploads, handed, count, part_size)
-            if mirrored:
-                check_source(f"{change.key} from source", change.etag, composite_etag(part_md5s))
-            elif not change.multipart_etag and head.etag_is_md5:
-                check_source(f"{change.key} from source", change.etag, whole.hex())
+            part_md5s = await self._stream_parts(change, uploads, handed, planned)
+            planned.proof.finish(change.size)
             expected = composite_etag(part_md5s)
-            for done in await asyncio.gather(*(self._complete(change, u, expected) for u in uploads)):
+            for done in await asyncio.gather(*(self._complete(change, u, expected, planned.proof)
+                                               for u in uploads)):
                 results[done.region] = done
         finally:
             await self._abort_unfinished(change.key, uploads)
         return [results[r] for r in targets]
 
-    async def _read_part(self, change: Change, number: int, part_size: int) -> tuple[Head, bytearray]:
-        first = (number - 1) * part_size
-        last = min(first + part_size, change.size) - 1
-        head, data = await self.source.get(change.key, if_match=change.etag, first=first, last=last)
-        if len(data) != last - first + 1:
-            raise errors.TransientError(f"{change.key}: short read of part {number}")
+    async def _read(self, change: Change, part: Chunk) -> tuple[Head, bytearray]:
+        head, data = await self.source.get(change.key, if_match=change.etag, first=part.first,
+                                           last=part.last)
+        if len(data) != part.size:
+            raise errors.TransientError(f"{change.key}: short read of part {part.number}")
         return head, data
 
     async def _stream_parts(self, change: Change, uploads: list[_Upload],
-                            first: list[tuple[bytearray, int]], count: int,
-                            part_size: int) -> tuple[list[bytes], bytes]:
+                            first: list[tuple[bytearray, int]], planned: Plan) -> list[bytes]:
         """Read every part once, in order, and send it to every live upload.
 
         ``first`` holds part 1, already read, with the budget it holds; it is
-        taken out, so that only the task sending a part keeps it. Returns the
-        md5 of each part and the md5 of the whole object.
+        taken out, so that only the task sending a part keeps it. Every part read
+        is fed to the plan's proof. Returns the md5 of each part sent.
         """
         window = asyncio.Semaphore(self.options.parts_in_flight)
-        whole = hashlib.md5()
         part_md5s: list[bytes] = []
         sending: list[asyncio.Task[None]] = []
 
@@ -268,56 +306,57 @@ class Copier:
                 window.release()
 
         try:
-            for number in range(1, count + 1):
+            for part in planned.chunks:
                 await window.acquire()
-                if number == 1:
+                if part.number == 1:
                     body, taken = first.pop()
                 else:
-                    taken = await self.budget.acquire(part_size)
+                    taken = await self.budget.acquire(part.size)
                     try:
-                        body = (await self._read_part(change, number, part_size))[1]
+                        body = (await self._read(change, part))[1]
                     except BaseException:
                         await self.budget.release(taken)
                         window.release()
                         raise
-                sent = await self._digest(body, whole.update)
+                sent = await self._digest(body, planned.proof)
                 part_md5s.append(sent.md5)
-                sending.append(asyncio.create_task(send(number, body, sent, taken)))
+                sending.append(asyncio.create_task(send(part.number, body, sent, taken)))
                 del body  # the task owns the part now: it must not outlive its budget here
             await asyncio.gather(*sending)
         finally:
             for task in sending:
                 task.cancel()
             await asyncio.gather(*sending, return_exceptions=True)
-        return part_md5s, whole.digest()
+        return part_md5s
 
     async def _send_part(self, key: str, upload: _Upload, number: int, body: bytearray,
                          sent: Digest) -> None:
         try:
             written = await upload.store.upload_part(key, upload.upload_id, number, body,
                                                      md5=sent.md5_b64, checksum=sent.header)
-            check_written(f"{key} part {number} to {upload.region}", sent, written)
+            upload.proven &= check_written(f"{key} part {number} to {upload.region}", sent, written)
             upload.parts[number] = written
         except (errors.ReplicatorError, OSError) as exc:
             upload.error = upload.error or exc
 
-    async def _complete(self, change: Change, upload: _Upload, expected: str) -> RegionResult:
+    async def _complete(self, change: Change, upload: _Upload, expected: str,
+                        proof: ReadProof) -> RegionResult:
         if upload.error is not None:
             return _failed(upload.region, upload.error)
         try:
             written = await upload.store.complete_upload(
                 change.key, upload.upload_id, sorted(upload.parts.items()),
-                self.options.checksum_algorithm)
+                self.options.checksum_algorithm, replacing=upload.replacing)
         except errors.ReplicatorError as exc:
             return _failed(upload.region, exc)
         await self.journal.forget_upload(upload.region, upload.upload_id)
         upload.upload_id = ""
-        if written.etag != expected:
+        if not written.encrypted and written.etag != expected:
             with contextlib.suppress(errors.ReplicatorError):
                 await upload.store.delete(change.key)
             return _failed(upload.region, errors.ChecksumMismatch(
                 f"{change.key} to {upload.region}: completed etag {written.etag}, expected {expected}"))
-        return RegionResult(upload.region, Outcome.COPIED, nbytes=change.size)
+        return _copied(upload.region, change.size, upload.proven and proof.proven)
 
     async def _abort_unfinished(self, key: str, uploads: list[_Upload]) -> None:
         for upload in uploads:

@@ -10,7 +10,9 @@
     │   ├── NoSuchBucket       the bucket does not exist
     │   ├── NoSuchKey          the object is gone (source vanished)
     │   ├── NoSuchQueue        the events feed's SQS queue does not exist
-    │   └── SourceChanged      the object changed under a pinned read (412)
+    │   ├── SourceChanged      the object changed under a pinned read (412)
+    │   └── Archived           the source is in an archive class (GLACIER...); restore it first
+    ├── ReplicaChanged         a conditional replica write lost (412): look again, then re-plan
     └── ChecksumMismatch       bytes differ from what was read; retry, never "done"
 
 Every error carries a short ``reason`` code (``throttled``, ``network``,
@@ -86,6 +88,18 @@ class SourceChanged(PermanentError):
     """The source object was overwritten while it was being read."""
 
     reason = "source_changed"
+
+
+class Archived(PermanentError):
+    """GET answered InvalidObjectState: the object must be restored before it can be read."""
+
+    reason = "archived"
+
+
+class ReplicaChanged(ReplicatorError):
+    """The replica is not the one the write was planned over: someone else wrote it since."""
+
+    reason = "replica_changed"
 
 
 class ChecksumMismatch(ReplicatorError):

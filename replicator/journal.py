@@ -466,11 +466,13 @@ class Journal:
             await self._run(update)
 
     async def revive(self, region: str) -> int:
-        """A region is back: everything it was waiting for is due now, failed rows included."""
+        """A region is back: everything it was waiting for is due now, failed rows included
+        (archived sources excepted: the region was not what held them)."""
         def update() -> int:
             with self._tx():
                 return self.db.execute("UPDATE pending SET next_try = ?, state = 'pending' "
-                                       "WHERE region = ?", (time.time(), region)).rowcount
+                                       "WHERE region = ? AND reason IS NOT 'archived'",
+                                       (time.time(), region)).rowcount
         return await self._run(update)
 
     async def note_region(self, region: str, reason: str, error: str) -> None:

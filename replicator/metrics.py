@@ -11,10 +11,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-AUDIT_STATES = ("ok", "missing", "mismatched", "extra")
+#: ``archived``: the source is in GLACIER or DEEP_ARCHIVE and the replica is missing: it
+#: cannot be copied until the object is restored (then `replicator retry`).
+AUDIT_STATES = ("ok", "missing", "mismatched", "extra", "archived")
 #: Failure reasons whose counters exist from start-up, so rate() sees the first one.
 REASONS = ("network", "throttled", "access_denied", "no_such_bucket", "checksum_mismatch",
-           "source_vanished", "source_changed")
+           "source_vanished", "source_changed", "archived", "replica_changed")
 
 
 class Metrics:
@@ -52,6 +54,10 @@ class Metrics:
         self.retries = counter("retries", "Requests retried after a transient error or throttling.")
         self.mismatches = counter("checksum_mismatches",
                                   "Copies rejected because a checksum did not match.")
+        self.unproven = counter(
+            "unproven_copies", "Copies written whose bytes could not be proven: the source offers "
+            "no digest of them (an encrypted object without checksums) or an encrypted region "
+            "echoed no checksum. Copied and flagged, never counted as verified silently.")
         self.region_up = gauge("region_up", "1 when the region answers, 0 when it does not.")
         self.concurrency = gauge("region_concurrency",
                                  "Copies the region may take at once now; falls under throttling.")
@@ -85,7 +91,8 @@ class Metrics:
         """Create every per-region series at zero, so dashboards see the region at once."""
         self.lag.labels(region)
         for family in (self.oldest_pending_age, self.backlog_objects, self.backlog_bytes,
-                       self.failed_objects, self.retries, self.mismatches, self.region_up,
+                       self.failed_objects, self.retries, self.mismatches, self.unproven,
+                       self.region_up,
                        self.concurrency):
             family.labels(region)
         for operation in ("put", "delete"):

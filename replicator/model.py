@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 META_SOURCE_ETAG = "replicator-source-etag"
 META_SOURCE_MTIME = "replicator-source-last-modified"
 META_SOURCE_VERSION = "replicator-source-version-id"
-MARKER_KEYS = (META_SOURCE_ETAG, META_SOURCE_MTIME, META_SOURCE_VERSION)
+#: The md5 and the additional checksum (``algorithm:base64``) of the bytes written, on a
+#: single-part replica: they prove it intact where its etag cannot (SSE-KMS, SSE-C).
+META_MD5 = "replicator-md5"
+META_CHECKSUM = "replicator-checksum"
+MARKER_KEYS = (META_SOURCE_ETAG, META_SOURCE_MTIME, META_SOURCE_VERSION, META_MD5, META_CHECKSUM)
 
 
 class Kind(str, enum.Enum):
@@ -60,6 +64,9 @@ class RegionResult:
     error: str | None = None
     permanent: bool = False  # retrying soon will not help; wait for the cause to be fixed
     at_source: bool = False  # the source failed, not this region
+    #: Copied, but the bytes could not be proven (the source offers no digest of them,
+    #: or an encrypted destination echoed no checksum): counted and logged, never hidden.
+    unproven: bool = False
     #: When this region's outcome was known: its lag ends here, not when the slowest
     #: region of the same copy is done.
     finished: float = field(default_factory=time.time, compare=False)

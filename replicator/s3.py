@@ -40,7 +40,10 @@ T = TypeVar("T")
 #: Content headers preserved on every replica (GetObject name == PutObject name).
 CONTENT_HEADERS = ("ContentType", "CacheControl", "ContentDisposition",
                    "ContentEncoding", "ContentLanguage", "Expires")
-CHECKSUM_PARAM = {"sha256": "ChecksumSHA256", "sha1": "ChecksumSHA1", "crc32": "ChecksumCRC32"}
+CHECKSUM_PARAM = {"sha256": "ChecksumSHA256", "sha1": "ChecksumSHA1", "crc32": "ChecksumCRC32",
+                  "crc32c": "ChecksumCRC32C", "crc64nvme": "ChecksumCRC64NVME"}
+#: Storage classes whose objects cannot be read until restored (GET answers InvalidObjectState).
+ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,11 @@ class Listed:
     etag: str
     size: int
     last_modified: float
+    storage_class: str | None = None
+
+    @property
+    def archived(self) -> bool:
+        return self.storage_class in ARCHIVED_CLASSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,13 @@ class Head:
     tag_count: int = 0
     parts_count: int | None = None
     etag_is_md5: bool = True  # false under SSE-KMS / SSE-C, whose etags are not digests
+    #: Bytes this answer covers: the whole object, or one part of a ``partNumber`` read.
+    length: int = 0
+    #: Checksums the store holds (``ChecksumMode=ENABLED``), by algorithm; a value ending
+    #: in ``-N`` is a composite of N part checksums, not one of the bytes.
+    checksums: dict[str, str] = field(default_factory=dict)
+    checksum_type: str | None = None  # COMPOSITE or FULL_OBJECT, for a multipart object
+    ranged: bool = False  # the answer had a Content-Range: it covers ``length`` bytes of ``size``
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +89,8 @@ class Written:
 
     etag: str
     checksum: str | None = None
+    #: Stored under SSE-KMS or SSE-C: the etag is not the md5 of the bytes.
+    encrypted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +110,18 @@ class ObjectStore(Protocol):
 
     async def check(self) -> None: ...
     def list(self, prefix: str = "") -> AsyncIterator[Listed]: ...
-    async def head(self, key: str, part_number: int | None = None) -> Head | None: ...
+    async def head(self, key: str, part_number: int | None = None, *,
+                   checksums: bool = False) -> Head | None: ...
     async def get(self, key: str, *, if_match: str, first: int | None = None,
                   last: int | None = None) -> tuple[Head, bytearray]: ...
     async def get_tags(self, key: str) -> dict[str, str]: ...
     async def put(self, key: str, body: bytes | bytearray, obj: NewObject, *, md5: str,
-                  checksum: tuple[str, str]) -> Written: ...
+                  checksum: tuple[str, str] | None, replacing: str | None) -> Written: ...
     async def create_upload(self, key: str, obj: NewObject, algorithm: str) -> str: ...
     async def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray, *,
-                          md5: str, checksum: tuple[str, str]) -> Written: ...
-    async def complete_upload(self, key: str, upload_id: str,
-                              parts: list[tuple[int, Written]], algorithm: str) -> Written: ...
+                          md5: str, checksum: tuple[str, str] | None) -> Written: ...
+    async def complete_upload(self, key: str, upload_id: str, parts: list[tuple[int, Written]],
+                              algorithm: str, *, replacing: str | None) -> Written: ...
     async def abort_upload(self, key: str, upload_id: str) -> None: ...
     async def open_uploads(self) -> list[tuple[str, str]]: ...
     async def delete(self, key: str) -> None: ...
@@ -121,12 +139,16 @@ class S3Store:
     """``ObjectStore`` on one bucket through a shared aiobotocore client."""
 
     def __init__(self, name: str, client: Any, bucket: str, retry: RequestRetry, *,
-                 list_page: int = 1000) -> None:
+                 list_page: int = 1000, read_args: dict[str, Any] | None = None,
+                 write_args: dict[str, Any] | None = None) -> None:
         self.name = name
         self.bucket = bucket
         self._client = client
         self._retry = retry
         self._list_page = list_page
+        #: Sent with every read (an SSE-C key) and every object created (SSE settings).
+        self._read_args = read_args or {}
+        self._write_args = write_args or {}
 
     async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
         async def attempt() -> T:
@@ -150,15 +172,19 @@ class S3Store:
                 kwargs["ContinuationToken"] = token
             page = await self._call("ListObjectsV2", lambda: self._client.list_objects_v2(**kwargs))
             for item in page.get("Contents", ()):
-                yield Listed(item["Key"], _etag(item["ETag"]), item["Size"], _ts(item["LastModified"]))
+                yield Listed(item["Key"], _etag(item["ETag"]), item["Size"],
+                             _ts(item["LastModified"]), item.get("StorageClass"))
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
 
-    async def head(self, key: str, part_number: int | None = None) -> Head | None:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+    async def head(self, key: str, part_number: int | None = None, *,
+                   checksums: bool = False) -> Head | None:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._read_args}
         if part_number is not None:
             kwargs["PartNumber"] = part_number
+        if checksums:
+            kwargs["ChecksumMode"] = "ENABLED"
         try:
             resp = await self._call("HeadObject", lambda: self._client.head_object(**kwargs))
         except errors.NoSuchKey:
@@ -167,7 +193,8 @@ class S3Store:
 
     async def get(self, key: str, *, if_match: str, first: int | None = None,
                   last: int | None = None) -> tuple[Head, bytearray]:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "IfMatch": f'"{if_match}"'}
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "IfMatch": f'"{if_match}"',
+                                  **self._read_args}
         if first is not None:
             kwargs["Range"] = f"bytes={first}-{last}"
 
@@ -184,7 +211,8 @@ class S3Store:
         return {t["Key"]: t["Value"] for t in resp.get("TagSet", ())}
 
     def _create_args(self, key: str, obj: NewObject) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": obj.metadata}
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": obj.metadata,
+                                  **self._write_args}
         kwargs.update({k: v for k, v in obj.headers.items() if v is not None})
         if obj.tags:
             kwargs["Tagging"] = urlencode(obj.tags)
@@ -193,45 +221,47 @@ class S3Store:
         return kwargs
 
     async def put(self, key: str, body: bytes | bytearray, obj: NewObject, *, md5: str,
-                  checksum: tuple[str, str]) -> Written:
+                  checksum: tuple[str, str] | None, replacing: str | None) -> Written:
+        """Write a whole object, only over the replica ``replacing`` (an etag), or only
+        where there is none (``replacing=None``): an older write never lands on a newer one."""
         kwargs = self._create_args(key, obj)
-        kwargs.update(ContentMD5=md5, **{CHECKSUM_PARAM[checksum[0]]: checksum[1]})
+        kwargs.update(ContentMD5=md5, **_checksum_arg(checksum), **_condition(replacing))
         async def send() -> Any:
             with BodyReader(body) as stream:  # a stream per attempt
                 return await self._client.put_object(Body=stream, **kwargs)
-        resp = await self._call("PutObject", send)
-        return Written(_etag(resp["ETag"]), resp.get(CHECKSUM_PARAM[checksum[0]]))
+        return _written(await self._call("PutObject", send), checksum and checksum[0])
 
     async def create_upload(self, key: str, obj: NewObject, algorithm: str) -> str:
         kwargs = self._create_args(key, obj)
-        kwargs["ChecksumAlgorithm"] = algorithm.upper()
+        if algorithm != "none":
+            kwargs["ChecksumAlgorithm"] = algorithm.upper()
+        if algorithm == "crc64nvme":
+            kwargs["ChecksumType"] = "FULL_OBJECT"  # the only kind S3 has for CRC64NVME
         resp = await self._call("CreateMultipartUpload",
                                 lambda: self._client.create_multipart_upload(**kwargs))
         return str(resp["UploadId"])
 
     async def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray, *,
-                          md5: str, checksum: tuple[str, str]) -> Written:
-        param = CHECKSUM_PARAM[checksum[0]]
+                          md5: str, checksum: tuple[str, str] | None) -> Written:
         async def send() -> Any:
             with BodyReader(body) as stream:  # a stream per attempt
                 return await self._client.upload_part(
                     Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                    Body=stream, ContentMD5=md5, **{param: checksum[1]})
-        resp = await self._call("UploadPart", send)
-        return Written(_etag(resp["ETag"]), resp.get(param))
+                    Body=stream, ContentMD5=md5, **_checksum_arg(checksum))
+        return _written(await self._call("UploadPart", send), checksum and checksum[0])
 
-    async def complete_upload(self, key: str, upload_id: str,
-                              parts: list[tuple[int, Written]], algorithm: str) -> Written:
-        param = CHECKSUM_PARAM[algorithm]
+    async def complete_upload(self, key: str, upload_id: str, parts: list[tuple[int, Written]],
+                              algorithm: str, *, replacing: str | None) -> Written:
         listed = []
         for number, written in parts:
             entry: dict[str, Any] = {"PartNumber": number, "ETag": f'"{written.etag}"'}
             if written.checksum:
-                entry[param] = written.checksum
+                entry[CHECKSUM_PARAM[algorithm]] = written.checksum
             listed.append(entry)
         resp = await self._call("CompleteMultipartUpload", lambda: self._client.complete_multipart_upload(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}))
-        return Written(_etag(resp["ETag"]))
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed},
+            **_condition(replacing)))
+        return _written(resp, None)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         with contextlib.suppress(errors.NoSuchKey):
@@ -253,19 +283,40 @@ class S3Store:
         await self._call("DeleteObject", lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
 
 
+def _checksum_arg(checksum: tuple[str, str] | None) -> dict[str, str]:
+    return {CHECKSUM_PARAM[checksum[0]]: checksum[1]} if checksum else {}
+
+
+def _condition(replacing: str | None) -> dict[str, str]:
+    """S3's conditional write: over exactly that replica, or only where none exists."""
+    return {"IfMatch": f'"{replacing}"'} if replacing else {"IfNoneMatch": "*"}
+
+
+def _encrypted(resp: dict[str, Any]) -> bool:
+    """SSE-KMS (and DSSE-KMS) and SSE-C objects have etags that are not md5 digests."""
+    return str(resp.get("ServerSideEncryption", "")).startswith("aws:kms") or \
+        bool(resp.get("SSECustomerAlgorithm"))
+
+
+def _written(resp: dict[str, Any], algorithm: str | None) -> Written:
+    checksum = resp.get(CHECKSUM_PARAM[algorithm]) if algorithm else None
+    return Written(_etag(resp["ETag"]), checksum, _encrypted(resp))
+
+
 def _head(resp: dict[str, Any]) -> Head:
     headers = {name: resp.get(name) for name in CONTENT_HEADERS}
     if resp.get("ExpiresString") and headers["Expires"] is None:
         headers["Expires"] = resp["ExpiresString"]
-    size = resp["ContentLength"]
-    if "ContentRange" in resp:
+    length = size = resp["ContentLength"]
+    if "ContentRange" in resp:  # a range, or one part of a partNumber read
         size = int(resp["ContentRange"].rpartition("/")[2])
     return Head(
         etag=_etag(resp["ETag"]), size=size, last_modified=_ts(resp["LastModified"]),
         version_id=resp.get("VersionId"), metadata=dict(resp.get("Metadata", {})),
         headers=headers, tag_count=int(resp.get("TagCount", 0) or 0),
-        parts_count=resp.get("PartsCount"),
-        etag_is_md5=resp.get("ServerSideEncryption") != "aws:kms" and not resp.get("SSECustomerAlgorithm"))
+        parts_count=resp.get("PartsCount"), etag_is_md5=not _encrypted(resp), length=length,
+        checksums={alg: resp[param] for alg, param in CHECKSUM_PARAM.items() if resp.get(param)},
+        checksum_type=resp.get("ChecksumType"), ranged="ContentRange" in resp)
 
 
 _CODES: dict[str, type[errors.ReplicatorError]] = {
@@ -284,10 +335,13 @@ _CODES: dict[str, type[errors.ReplicatorError]] = {
     "QueueDoesNotExist": errors.NoSuchQueue,
     "PreconditionFailed": errors.SourceChanged,
     "412": errors.SourceChanged,
+    "InvalidObjectState": errors.Archived,
     "BadDigest": errors.ChecksumMismatch,
     "InvalidDigest": errors.ChecksumMismatch,
     "XAmzContentSHA256Mismatch": errors.ChecksumMismatch,
 }
+#: Writes that carry If-Match / If-None-Match: a 412 there means the replica moved, not the source.
+_CONDITIONAL_WRITES = frozenset({"PutObject", "CompleteMultipartUpload"})
 _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
                    "TooManyRequests", "503", "429"}
 
@@ -316,6 +370,10 @@ def _from_client_error(store: str, op: str, exc: ClientError) -> errors.Replicat
     if code in _THROTTLE_CODES or status in (429, 503) and code not in _CODES:
         headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         return errors.Throttled(message, retry_after=_retry_after(headers.get("retry-after")))
+    if op in _CONDITIONAL_WRITES and (code == "PreconditionFailed" or status == 412):
+        return errors.ReplicaChanged(message)
+    if code == "ConditionalRequestConflict" or status == 409 and op in _CONDITIONAL_WRITES:
+        return errors.ReplicaChanged(message)  # a concurrent conditional write won the race
     if code in _CODES:
         return _CODES[code](message)
     if code == "RequestTimeTooSkewed":

@@ -33,6 +33,9 @@ MAX_NAP = 5.0
 #: When every due row is blocked by a copy in flight: that copy's end wakes us sooner; this
 #: bounds the wait for rows that come due meanwhile (``next_try`` cannot see past busy rows).
 BLOCKED_NAP = 1.0
+#: When an archived source (GLACIER, DEEP_ARCHIVE) is tried again: not until it changes
+#: (a new change replaces the row) or an operator restores it and runs `replicator retry`.
+PARKED = float("inf")
 
 
 class Scheduler:
@@ -169,6 +172,10 @@ class Scheduler:
                 if await self.journal.finish(row):
                     self._count(row, result)
                 continue
+            if result.reason == "archived":
+                await self.journal.postpone(row, reason="archived", error=result.error or "",
+                                            next_try=PARKED, failed=True)
+                continue
             self.metrics.failures.labels(row.region, result.reason or "error").inc()
             if result.reason == "checksum_mismatch":
                 self.metrics.mismatches.labels(row.region).inc()
@@ -182,6 +189,9 @@ class Scheduler:
     def _count(self, row: Pending, result: RegionResult) -> None:
         """Count a verified change once: skips (already there) are not replications."""
         self.last_verified[row.region] = (row.change.key, result.finished)
+        if result.unproven:
+            self.metrics.unproven.labels(row.region).inc()
+            self.tally[row.region]["unproven"] += 1
         if result.outcome in (Outcome.COPIED, Outcome.DELETED):
             operation = row.change.kind.value
             self.metrics.objects.labels(row.region, operation).inc()
@@ -221,10 +231,11 @@ class Scheduler:
 
 
 def _log_result(change: Change, result: RegionResult, elapsed: float) -> None:
-    level = logging.WARNING if result.outcome is Outcome.FAILED else logging.INFO
-    log.log(level, "%s key=%r region=%s bytes=%d duration=%.3fs outcome=%s%s",
+    level = logging.WARNING if result.outcome is Outcome.FAILED or result.unproven else logging.INFO
+    log.log(level, "%s key=%r region=%s bytes=%d duration=%.3fs outcome=%s%s%s",
             change.kind.value, change.key, result.region, result.nbytes, elapsed,
-            result.outcome.value, f" reason={result.reason} error={result.error}"
+            result.outcome.value, " UNPROVEN (no digest of the bytes to check)"
+            if result.unproven else "", f" reason={result.reason} error={result.error}"
             if result.reason else "",
             extra={"key": change.key, "region": result.region, "bytes": result.nbytes,
                    "duration": round(elapsed, 3), "outcome": result.outcome.value,
