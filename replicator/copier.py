@@ -58,10 +58,10 @@ def replica_is_intact(replica: Head, source_etag: str) -> bool:
     """Whether a replica holds the bytes it was written with (a copy corrupted on the way
     and left by a crash does not).
 
-    A single-part replica's md5 etag must equal the md5 it was written with; an encrypted
-    one's etag is no md5, so its stored checksum must equal the one written. Replicas from
-    before those markers carry the source's md5 etag; a multipart replica's completion
-    was proven part by part.
+    A single-part replica's md5 etag must equal the source's md5 etag, or, for a source
+    whose etag is no md5 (SSE-KMS, SSE-C), the md5 it was written with; an encrypted
+    replica's etag is no md5, so its stored checksum must equal the one written. A
+    multipart replica's completion was proven part by part.
     """
     if "-" in replica.etag:
         return True
@@ -183,7 +183,8 @@ class Copier:
         if head.version_id and head.version_id != "null":
             metadata[META_SOURCE_VERSION] = head.version_id
         if sent is not None:
-            metadata[META_MD5] = sent.md5_hex
+            if not head.etag_is_md5:  # else the source etag is the md5 the replica must have
+                metadata[META_MD5] = sent.md5_hex
             if sent.checksum is not None:
                 metadata[META_CHECKSUM] = f"{sent.algorithm}:{sent.checksum}"
         return NewObject(head.headers, metadata, tags, self.storage_classes.get(region))
