@@ -272,8 +272,11 @@ class Config(_Model):
             raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text: byte {exc.start}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            # `from None`: the YAML error quotes the offending line, which may hold a secret.
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         return cls.parse(_expand(raw, (), need_secrets), origin=str(path))
@@ -287,6 +290,22 @@ class Config(_Model):
             raise ConfigError(f"{origin}: {_field_path(first['loc'])}: {_message(first)}") from None
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what is wrong, never the file's text: PyYAML's own message quotes the
+    offending line (a credential, as likely as not), and that line would reach the logs."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        out = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem or 'syntax error'}"
+        if exc.context and exc.context_mark is not None:
+            start = exc.context_mark
+            out += f" ({exc.context} at line {start.line + 1}, column {start.column + 1})"
+    elif isinstance(exc, yaml.reader.ReaderError):
+        out = f"character {exc.position + 1}: {exc.reason}"
+    else:
+        out = type(exc).__name__
+    return " ".join(out.split())  # one line, whatever the problem text holds
+
+
 def _expand(value: Any, path: tuple[Any, ...], strict: bool) -> Any:
     if isinstance(value, dict):
         return {k: _expand(v, (*path, k), strict) for k, v in value.items()}
@@ -295,9 +314,13 @@ def _expand(value: Any, path: tuple[Any, ...], strict: bool) -> Any:
     if isinstance(value, str):
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in os.environ and strict:
+            found = os.environ.get(name)
+            if strict and found is None:
                 raise ConfigError(f"{_field_path(path)}: environment variable {name} is not set")
-            return os.environ.get(name, "")
+            # An empty credential would silently mean "the ambient AWS chain": another identity.
+            if strict and found == "":
+                raise ConfigError(f"{_field_path(path)}: environment variable {name} is empty")
+            return found or ""
         return _ENV_REF.sub(lookup, value)
     return value
 

@@ -11,6 +11,24 @@ from typing import Any
 #: ``extra=`` fields that JSON lines carry as their own keys.
 FIELDS = ("op", "key", "region", "bytes", "duration", "outcome", "reason")
 
+#: What can end a line or drive a terminal: C0 and C1 controls, DEL, U+2028/U+2029.
+_BREAKS = (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+#: Plain lines escape them as repr() does (``\n``, ``\x1b``, ``\u2028``), so a key holding one
+#: cannot end its record early and forge the next; text already escaped by ``%r`` stays as is.
+_PLAIN_ESCAPES = {c: repr(chr(c))[1:-1] for c in _BREAKS}
+#: JSON lines: json.dumps escapes C0 itself; the others become ``\uXXXX``, still valid JSON.
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in _BREAKS if c >= 0x7F}
+
+
+class PlainFormatter(logging.Formatter):
+    """``time level logger: message``, one line per record, tracebacks included."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).translate(_PLAIN_ESCAPES)
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -25,7 +43,7 @@ class JsonFormatter(logging.Formatter):
         out.update({f: getattr(record, f) for f in FIELDS if getattr(record, f, None) is not None})
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return json.dumps(out, ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
 def level_number(name: str) -> int:
@@ -44,7 +62,7 @@ def setup(fmt: str = "plain", level: str = "INFO") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(number)

@@ -123,3 +123,52 @@ def test_cli_unreadable_file_exits_2(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "cannot read" in proc.stderr
+
+
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize(("broken", "line"), [
+    (f'    secret_access_key: "{SECRET}\n', 6),  # an unterminated quote runs to the end
+    (f"    secret_access_key: {SECRET}: x\n", 6),  # a second colon on the line
+    (f"    secret_access_key: {SECRET}\n\tbroken: [\n", 7),  # a tab where indentation goes
+], ids=["unterminated quote", "second colon", "tab"])
+def test_a_yaml_error_names_line_and_column_but_never_echoes_the_file(
+        tmp_path: Path, broken: str, line: int) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("source:\n  bucket: my-data\n  credentials:\n    access_key_id: AKIAEXAMPLE\n"
+                    "    # the secret follows\n" + broken + "regions: []\n")
+    with pytest.raises(ConfigError) as caught:
+        Config.load(path)
+    message = str(caught.value)
+    assert not _echoes_the_secret(message) and "AKIAEXAMPLE" not in message, message
+    assert "\n" not in message, message
+    assert message.startswith(f"{path}: not valid YAML: line ") and f"line {line}, column " in message
+    proc = subprocess.run([sys.executable, "-m", "replicator", "sync", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert not _echoes_the_secret(proc.stderr), proc.stderr
+
+
+def _echoes_the_secret(text: str) -> bool:
+    """Whether any 6 characters in a row of SECRET appear (YAML quotes lines from the middle)."""
+    return any(SECRET[i:i + 6] in text for i in range(len(SECRET) - 5))
+
+
+def test_an_empty_env_reference_is_an_error_naming_variable_and_field(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = _base()
+    raw["regions"][1]["credentials"] = {"access_key_id": "${R2_KEY}", "secret_access_key": "${R2_SECRET}"}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("R2_KEY", "key-from-env")
+    monkeypatch.setenv("R2_SECRET", "")
+    with pytest.raises(ConfigError, match=r"regions\[1\]\.credentials\.secret_access_key: "
+                                          "environment variable R2_SECRET is empty"):
+        Config.load(path)
+    monkeypatch.setenv("R2_KEY", "")  # both empty would silently mean "the ambient AWS chain"
+    with pytest.raises(ConfigError, match=r"regions\[1\]\.credentials\.access_key_id: "
+                                          "environment variable R2_KEY is empty"):
+        Config.load(path)
+    # Journal-only commands need no secrets: unset or empty, they are not looked at.
+    assert Config.load(path, need_secrets=False).regions[1].name

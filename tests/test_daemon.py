@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from replicator import logs
 
 from .conftest import PART, REGIONS, World, wait_for
 from testing.faultproxy import FaultProxy
@@ -179,3 +184,60 @@ def test_an_ipv6_listen_address_serves_where_the_machine_has_ipv6(world: World) 
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0, log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()
+
+
+# -- plain logs: one record is one line, whatever a key holds ----------------------------------
+
+#: The start of every plain record: ``2026-01-02 03:04:05,678 INFO    replicator.x: ``.
+RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ +[\w.]+: ")
+
+
+def test_a_key_with_a_line_break_cannot_forge_a_plain_log_line(
+        world: World, proxies: dict[str, FaultProxy]) -> None:
+    # moto cannot store a key with "\n"; "\r", NEL and U+2028 end a line too (for terminals,
+    # str.splitlines and many log viewers). A corrupted read puts the key, raw, into the
+    # error text of the failure line.
+    forged = "2026-01-01 00:00:00,000 INFO    replicator.scheduler: put key='x' outcome=copied"
+    key = f"evil\r{forged}\x85{forged}\u2028{forged}\x1b[2K"
+    world.put(key, os.urandom(100))
+    proxies["source"].flip_response_body(count=1, methods={"GET"}, path_contains="/evil")
+    config = world.config_file()
+    proc = subprocess.run([sys.executable, "-m", "replicator", "sync", "-c", str(config)],
+                          capture_output=True, timeout=120, cwd=world.tmp)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "corrupted on read" in stderr, "the fault did not fire: the test proves nothing"
+    for line in stderr.splitlines():
+        assert RECORD.match(line) and not line.startswith(forged[:10]), f"forged: {line!r}"
+        assert "\x1b" not in line, f"a terminal escape: {line!r}"
+    assert "evil\\r2026-01-01" in stderr
+
+
+def test_plain_records_escape_control_characters_in_messages_and_tracebacks() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.setup("plain", "info")
+        formatter = root.handlers[0].formatter
+        assert formatter is not None
+    finally:
+        root.handlers[:], root.level = saved
+    key = "a\nb\rc\x1bd\x85e\u2028f"
+    try:
+        raise ValueError(f"{key}: gone from the source")
+    except ValueError:
+        record = logging.getLogger("replicator.test").makeRecord(
+            "replicator.test", logging.ERROR, __file__, 1, "handling %s failed", (key,),
+            sys.exc_info())
+    text = formatter.format(record)
+    assert len(text.splitlines()) == 1, text
+    assert "handling a\\nb\\rc\\x1bd\\x85e\\u2028f failed" in text
+    assert "ValueError: a\\nb" in text, "the traceback is kept, on the same line"
+    # Already-escaped text (key=%r) is not escaped twice.
+    record = logging.LogRecord("replicator.test", logging.INFO, __file__, 1, "key=%r", (key,), None)
+    assert formatter.format(record).endswith(f"key={key!r}")
+    # JSON lines are one line too, and still decode to the key.
+    record = logging.LogRecord("replicator.test", logging.INFO, __file__, 1, "copied", (), None)
+    record.key = key
+    line = logs.JsonFormatter().format(record)
+    assert len(line.splitlines()) == 1 and json.loads(line)["key"] == key, line
