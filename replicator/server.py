@@ -91,7 +91,7 @@ def _page(s: dict[str, Any]) -> str:
             "<tr>" + "".join(f"<td>{c}</td>" for c in (
                 e(name), "up" if r["up"] else f"<b>DOWN</b> {e(r['problem'] or '')}",
                 r["backlog_objects"], f"{r['backlog_bytes'] / 2**20:.1f} MiB", r["failed_objects"],
-                _age(r["oldest_pending_age_seconds"]),
+                _age(r["oldest_pending_age_seconds"]), r["unproven_copies"],
                 "-" if last is None else f"{e(last['key'])} ({_age(last['age_seconds'])} ago)",
                 e(", ".join(f"{k}: {v}" for k, v in r["failures_by_reason"].items()) or "none"),
                 e(audit_text))) + "</tr>")
@@ -106,5 +106,5 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><bo
 &middot; generated {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(s['time']))} UTC
 &middot; <a href="/status?format=json">json</a> &middot; <a href="/metrics">metrics</a></p>
 <table><tr><th>region</th><th>state</th><th>backlog</th><th>bytes</th><th>failed</th>
-<th>oldest pending</th><th>last verified</th><th>failures by reason</th><th>last audit</th></tr>
+<th>oldest pending</th><th>unproven copies</th><th>last verified</th><th>failures by reason</th><th>last audit</th></tr>
 {''.join(rows)}</table></body></html>"""
