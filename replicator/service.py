@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from . import inventory
 from .auditor import Auditor
-from .config import Config
+from .config import Config, Region
 from .copier import Copier
 from .errors import ConfigError, ReplicatorError, Throttled
 from .events import EventsFeed
@@ -49,17 +49,16 @@ class Service:
         self.source: ObjectStore
         self.regions: dict[str, ObjectStore] = {}
         self._replicas_counted = 0.0
-        self._reloads: set[asyncio.Task[None]] = set()
+        self._reloads: set[asyncio.Task[bool]] = set()
 
     async def __aenter__(self) -> Service:
         cfg = self.config
         await self.journal.open()
         self.retry = retry = RequestRetry(cfg.retry, on_retry=self._retried)
         self.source = S3Store("source", await self.clients.client_for(cfg.source),
-                              cfg.source.bucket, retry)
+                              cfg.source.bucket, retry, read_args=cfg.source.read_args())
         for region in cfg.regions:
-            self.regions[region.name] = S3Store(region.name, await self.clients.client_for(region),
-                                                region.bucket, retry)
+            self.regions[region.name] = await self._store(region)
         self.copier = copier = Copier(self.source, self.regions, cfg.replication,
                                       {r.name: r.storage_class for r in cfg.regions}, self.journal)
         self.scheduler = Scheduler(self.journal, copier, self.source, regions=list(self.regions),
@@ -112,13 +111,16 @@ class Service:
         log.info("reloaded %s: regions %s", path, ", ".join(r.name for r in new.regions))
         return True
 
+    async def _store(self, region: Region) -> S3Store:
+        return S3Store(region.name, await self.clients.client_for(region), region.bucket,
+                       self.retry, write_args=region.write_args())
+
     async def _apply(self, new: Config) -> None:
         old = {r.name: r for r in self.config.regions}
         self.config = new
         for region in new.regions:
             if old.get(region.name) != region:
-                self.regions[region.name] = S3Store(
-                    region.name, await self.clients.client_for(region), region.bucket, self.retry)
+                self.regions[region.name] = await self._store(region)
                 self.copier.storage_classes[region.name] = region.storage_class
             if region.name not in old:
                 self.metrics.add_region(region.name)
@@ -290,6 +292,7 @@ class Service:
                 "oldest_pending_age_seconds": (now - b.oldest_origin) if b.oldest_origin else 0.0,
                 "last_verified": None if last is None else {"key": last[0], "age_seconds": now - last[1]},
                 "failures_by_reason": reasons.get(name, {}),
+                "unproven_copies": self.scheduler.tally[name]["unproven"],
                 "last_audit": None if audit is None or self.auditor.last_finished is None else {
                     "age_seconds": now - self.auditor.last_finished, "counts": audit.counts,
                     "consistent": audit.consistent, "error": audit.error},
