@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from replicator import plan
 from replicator.config import Config
 from replicator.model import META_SOURCE_ETAG, META_SOURCE_MTIME, Change, Kind, Outcome
 from replicator.service import Service
+from testing.faultproxy import FaultProxy
 
 from .conftest import PART, REGIONS, World
 
@@ -177,3 +179,23 @@ async def test_every_checksum_algorithm_replicates(world: World, algorithm: str)
     world.put("large", os.urandom(3 * PART + 7))
     await _sync(world.config(replication__checksum_algorithm=algorithm))
     assert world.converged()
+
+
+@pytest.mark.backends("moto", "faithful")
+async def test_parts_too_large_to_mirror_are_cut_and_a_corrupt_read_is_still_caught(
+        world: World, proxies: dict[str, FaultProxy], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cut into parts of our own, the read is still proven part by part against the source's
+    composite etag: a flipped bit is a failed attempt, never a replica pinned as current."""
+    monkeypatch.setattr(plan, "MAX_MIRRORED_PART", 1000)
+    source_etag = _multipart(world, "big-parts", [os.urandom(1200), os.urandom(1300), os.urandom(40)])
+    proxies["source"].flip_response_body(count=1, methods={"GET"}, path_contains="/big-parts")
+    async with Service(world.config()) as service:
+        assert await service.sync(), await service.journal.failures()
+        tallies = {r: dict(service.scheduler.tally[r]) for r in REGIONS}
+        report = await service.auditor.audit()
+    assert all(t["failed"] == 1 and t["copied"] == 1 and not t.get("unproven")
+               for t in tallies.values()), tallies
+    assert world.converged()
+    replica = world.clients["r1"].head_object(Bucket=world.buckets["r1"], Key="big-parts")
+    assert replica["ETag"].strip('"').endswith("-9") and source_etag.endswith("-3")
+    assert all(report[r].counts["ok"] == 1 and report[r].consistent for r in REGIONS)
