@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install tools run test bench clean
+.PHONY: install tools run lint test bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ $(STAMP): pyproject.toml
 FEED ?= poll
 run: install
 	$(BIN)/python -m dev.demo --config $(if $(filter events,$(FEED)),config/local-events.yaml,config/local.yaml)
+
+# ruff (E, F, I, UP, B, C90) and mypy --strict, both configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The whole suite, as CI runs it.
 test: install tools
