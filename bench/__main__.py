@@ -182,7 +182,8 @@ class Bench:
 
     def sample(self, w: Workload) -> int:
         """Objects read back whole per region: at least one even of the 64 MiB ones."""
-        return max(1, min(self.args.verify_sample, w.count if w.size < MiB else 1))
+        wanted: int = self.args.verify_sample
+        return max(1, min(wanted, w.count if w.size < MiB else 1))
 
     def usage_problems(self, usage: Usage, rundir: Path) -> list[str]:
         if usage.timed_out:
@@ -248,8 +249,10 @@ class Bench:
         """Every region still holds every object, and a pass over an unchanged source copied none."""
         bucket = manifest.workload.name
         problems = []
+        source = endpoints[0].root
         for region in endpoints[1:]:
-            copied, found = data.rewritten(endpoints[0].root / bucket, region.root / bucket, manifest)
+            assert source is not None and region.root is not None, "only rclone serves a directory"
+            copied, found = data.rewritten(source / bucket, region.root / bucket, manifest)
             problems += [f"{region.name}: {p}" for p in found]
             if copied:
                 problems.append(f"{region.name}: {copied} objects copied by a pass over an "
@@ -346,16 +349,16 @@ def _large_rss(results: list[Result]) -> tuple[bool, str] | None:
 
 def _requests(options: ReplicatorOptions) -> Callable[[list[Result]], tuple[bool, str] | None]:
     def check(results: list[Result]) -> tuple[bool, str] | None:
-        counted = [r for r in results if r.tool == OURS and r.counts is not None]
+        counted = [(r, r.counts) for r in results if r.tool == OURS and r.counts is not None]
         if not counted:
             return None
         ok, figures = True, []
-        for r in counted:
+        for r, counts in counted:
             size = r.workload.size
             parts = math.ceil(size / options.part_size) if size > options.multipart_threshold else 0
             reads, writes = (parts, parts + 2) if parts else (1, 1)  # multipart: create + complete
-            src_reads, _, src_other = r.counts.per_object("source", r.workload.count)
-            per_region = [r.counts.per_object(name, r.workload.count) for name in REGIONS]
+            src_reads, _, src_other = counts.per_object("source", r.workload.count)
+            per_region = [counts.per_object(name, r.workload.count) for name in REGIONS]
             ok &= (src_reads <= reads and src_other == 0
                    and all(w <= writes and other == 0 for _, w, other in per_region))
             figures.append(

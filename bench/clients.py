@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +62,15 @@ async def aiobotocore_run(url: str, bucket: str, bodies: list[bytes]) -> list[tu
     try:
         async def put(i: int) -> None:
             sent = digest(bodies[i], "sha256")
-            written = await store.put(f"k{i}", bodies[i], obj, md5=sent.md5_b64, checksum=sent.header)
+            written = await store.put(f"k{i}", bodies[i], obj, md5=sent.md5_b64, checksum=sent.header,
+                                      replacing=None)
             assert written.etag == sent.md5_hex
 
         async def get(i: int) -> None:
             _, body = await store.get(f"k{i}", if_match=hashlib.md5(bodies[i]).hexdigest())
             assert body == bodies[i]
-        return [await _timed([lambda i=i: put(i) for i in range(len(bodies))]),
-                await _timed([lambda i=i: get(i) for i in range(len(bodies))])]
+        return [await _timed([partial(put, i) for i in range(len(bodies))]),
+                await _timed([partial(get, i) for i in range(len(bodies))])]
     finally:
         await clients.close()
 
@@ -93,8 +95,8 @@ async def obstore_run(url: str, bucket: str, bodies: list[bytes]) -> list[tuple[
         etag = hashlib.md5(bodies[i]).hexdigest()
         got = await obstore.get_async(store, f"k{i}", options={"if_match": f'"{etag}"'})
         assert bytes(await got.bytes_async()) == bodies[i]
-    return [await _timed([lambda i=i: put(i) for i in range(len(bodies))]),
-            await _timed([lambda i=i: get(i) for i in range(len(bodies))])]
+    return [await _timed([partial(put, i) for i in range(len(bodies))]),
+            await _timed([partial(get, i) for i in range(len(bodies))])]
 
 
 def main(argv: list[str] | None = None) -> int:

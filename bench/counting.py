@@ -75,7 +75,8 @@ def proxies(endpoints: list[Endpoint]) -> Iterator[tuple[dict[str, str], dict[st
 
 def tally(started: dict[str, FaultProxy]) -> Counts:
     """Count what each proxy saw (status None: the connection dropped without an answer)."""
-    ops, refused = {}, {}
+    ops: dict[str, collections.Counter[str]] = {}
+    refused: dict[str, collections.Counter[tuple[str, int | None]]] = {}
     for name, proxy in started.items():
         ops[name], refused[name] = collections.Counter(), collections.Counter()
         for method, path, status in proxy.log:

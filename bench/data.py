@@ -9,6 +9,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -84,7 +85,7 @@ class Manifest:
         return etag == self._composite[key, part_size]
 
 
-def client(url: str, pool: int = 16):
+def client(url: str, pool: int = 16) -> Any:
     """A plain boto3 client for filling and checking (no checksums of its own to muddy counts)."""
     return boto3.client(
         "s3", endpoint_url=url, region_name="us-east-1",
@@ -183,7 +184,7 @@ def verify(endpoint: Endpoint, bucket: str, manifest: Manifest, *, sample: int,
     return [f"{endpoint.name}/{bucket}: {p}" for p in problems]
 
 
-def _compare(s3, bucket: str, manifest: Manifest, sample: int, part_size: int,
+def _compare(s3: Any, bucket: str, manifest: Manifest, sample: int, part_size: int,
              prefix: str) -> list[str]:
     listed: dict[str, tuple[int, str]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

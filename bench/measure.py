@@ -46,7 +46,7 @@ class Usage:
 
 def run(commands: list[Command], timeout: float) -> Usage:
     """Start every command at once and wait for all of them (killing them all at the deadline)."""
-    launched: dict[int, tuple[subprocess.Popen, Path]] = {}
+    launched: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
     timed_out = False
     try:
         for cmd in commands:

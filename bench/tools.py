@@ -6,6 +6,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -32,7 +33,7 @@ class ReplicatorOptions:
 
 
 def replicator_config(source: Bucket, regions: list[Bucket], options: ReplicatorOptions,
-                      journal: Path, exclude: tuple[str, ...] = ()) -> dict:
+                      journal: Path, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     creds = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
     return {
         "source": {"bucket": source.name, "endpoint_url": source.url, "region": "us-east-1",

@@ -18,6 +18,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -49,7 +51,7 @@ def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def _client(server: MotoServer, region: str):
+def _client(server: MotoServer, region: str) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=server.endpoint,
@@ -73,14 +75,14 @@ def _forget_previous_run(keep: set[Path]) -> None:
             entry.unlink()
 
 
-def _create_bucket(s3, bucket: str, region: str) -> None:
+def _create_bucket(s3: Any, bucket: str, region: str) -> None:
     if region == "us-east-1":  # S3 rejects an explicit us-east-1 location constraint
         s3.create_bucket(Bucket=bucket)
     else:
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
 
 
-def _samples() -> list[tuple[str, bytes, dict]]:
+def _samples() -> list[tuple[str, bytes, dict[str, Any]]]:
     """Objects that exercise what replication must preserve, not just bytes."""
     css = b"body { font-family: sans-serif; }\n" * 40
     return [
@@ -109,7 +111,7 @@ def _samples() -> list[tuple[str, bytes, dict]]:
     ]
 
 
-def _seed(s3) -> int:
+def _seed(s3: Any) -> int:
     """Put the sample objects, plus one 12 MiB object uploaded in two parts."""
     samples = _samples()
     for key, body, extra in samples:
@@ -124,14 +126,14 @@ def _seed(s3) -> int:
     return len(samples) + 1
 
 
-def _sizes(s3, bucket: str) -> dict[str, int]:
-    sizes = {}
+def _sizes(s3: Any, bucket: str) -> dict[str, int]:
+    sizes: dict[str, int] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         sizes.update((obj["Key"], obj["Size"]) for obj in page.get("Contents", []))
     return sizes
 
 
-def _watch(clients: dict, stop: threading.Event) -> None:
+def _watch(clients: dict[str, Any], stop: threading.Event) -> None:
     """Print how far each region has caught up, until all hold every source object."""
     while not stop.wait(PROGRESS_EVERY):
         try:
@@ -156,7 +158,7 @@ def _setup_events(config: str) -> None:
     subprocess.run([sys.executable, "-m", "replicator", "setup-events", "-c", config], check=True)
 
 
-def _exit_on_signal(signum: int, _frame) -> None:
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
     # SystemExit unwinds through `finally`, so the moto servers get stopped.
     raise SystemExit(128 + signum)
 
@@ -170,7 +172,7 @@ def _run_daemon(config: str) -> int:
         process_group=0,
     )
 
-    def relay(signum: int, _frame) -> None:
+    def relay(signum: int, _frame: FrameType | None) -> None:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
@@ -191,6 +193,28 @@ def _run_daemon(config: str) -> int:
     return 128 - code if code < 0 else code
 
 
+def _prepare(config: str, servers: dict[str, MotoServer], clients: dict[str, Any]) -> None:
+    """Start the servers, create the buckets and put the samples. Fills in ``servers``
+    and ``clients`` as it goes, so the caller stops all that started if a step fails."""
+    logs = {name: LOG_DIR / f"moto-{name}-{port}.log" for name, port in PORTS.items()}
+    for name, port in PORTS.items():
+        servers[name] = MotoServer.start(port, log=logs[name])
+    _forget_previous_run(keep=set(logs.values()))
+    for name in PORTS:
+        region = SOURCE_REGION if name == "source" else name
+        clients[name] = _client(servers[name], region)
+        _create_bucket(clients[name], BUCKETS[name], region)
+    if "events" in Path(config).name:
+        _setup_events(config)
+    count = _seed(clients["source"])
+    say("started moto S3 servers (logs in .demo/):")
+    for name, server in servers.items():
+        say(f"  {name:<15} {server.endpoint}  bucket {BUCKETS[name]}")
+    say(f"put {count} sample objects into {BUCKETS['source']}")
+    say(f"starting the daemon with {config}")
+    say("press Ctrl-C to stop everything")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dev.demo", description=__doc__)
     parser.add_argument("-c", "--config", default="config/local.yaml")
@@ -199,27 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _exit_on_signal)
 
     servers: dict[str, MotoServer] = {}
-    clients: dict = {}
+    clients: dict[str, Any] = {}
     stop_watch = threading.Event()
     watcher = threading.Thread(target=_watch, args=(clients, stop_watch), daemon=True)
     try:
-        logs = {name: LOG_DIR / f"moto-{name}-{port}.log" for name, port in PORTS.items()}
-        for name, port in PORTS.items():
-            servers[name] = MotoServer.start(port, log=logs[name])
-        _forget_previous_run(keep=set(logs.values()))
-        for name in PORTS:
-            region = SOURCE_REGION if name == "source" else name
-            clients[name] = _client(servers[name], region)
-            _create_bucket(clients[name], BUCKETS[name], region)
-        if "events" in Path(args.config).name:
-            _setup_events(args.config)
-        count = _seed(clients["source"])
-        say("started moto S3 servers (logs in .demo/):")
-        for name, server in servers.items():
-            say(f"  {name:<15} {server.endpoint}  bucket {BUCKETS[name]}")
-        say(f"put {count} sample objects into {BUCKETS['source']}")
-        say(f"starting the daemon with {args.config}")
-        say("press Ctrl-C to stop everything")
+        _prepare(args.config, servers, clients)
         watcher.start()
         return _run_daemon(args.config)
     except KeyboardInterrupt:

@@ -149,7 +149,7 @@ class EventsFeed:
                     await self.journal.forget_messages([i for i, _ in done])
                 timeout = self.feed.visibility_timeout
                 due = await self.journal.messages_to_extend(time.time() - timeout / 2)
-                for message_id, receipt in due:
+                for _, receipt in due:
                     with contextlib.suppress(ReplicatorError):
                         await self.queue.extend(receipt, timeout)
                 if due:

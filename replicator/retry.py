@@ -69,5 +69,6 @@ def item_delay(policy: Retry, attempts: int, rng: random.Random | None = None) -
     """Seconds before an item that has failed ``attempts`` times is tried again."""
     if attempts >= policy.item_attempts:
         return policy.failed_interval
-    base = min(policy.item_backoff * 2 ** max(attempts - 1, 0), policy.item_backoff_max)
-    return base * (0.5 + (rng or random).random() / 2)
+    base = min(policy.item_backoff * 2.0 ** max(attempts - 1, 0), policy.item_backoff_max)
+    draw = rng.random() if rng is not None else random.random()
+    return base * (0.5 + draw / 2)

@@ -106,5 +106,6 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><bo
 &middot; generated {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(s['time']))} UTC
 &middot; <a href="/status?format=json">json</a> &middot; <a href="/metrics">metrics</a></p>
 <table><tr><th>region</th><th>state</th><th>backlog</th><th>bytes</th><th>failed</th>
-<th>oldest pending</th><th>unproven copies</th><th>last verified</th><th>failures by reason</th><th>last audit</th></tr>
+<th>oldest pending</th><th>unproven copies</th><th>last verified</th><th>failures by reason</th>
+<th>last audit</th></tr>
 {''.join(rows)}</table></body></html>"""

@@ -11,8 +11,9 @@ import io
 import random
 import socket
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 import aiohttp
@@ -21,6 +22,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 Methods = Collection[str]
+T = TypeVar("T")
 _HOST = "127.0.0.1"
 _TIMEOUT = 10.0
 # Per-connection headers, plus the framing ones aiohttp recomputes for the new body.
@@ -103,6 +105,8 @@ def _aborted(request: web.BaseRequest) -> web.Response:
 class FaultProxy:
     """Reverse proxy in front of `upstream`; every fault is off until a test sets it."""
 
+    _failure: _Failure | None
+
     def __init__(self, upstream: str, port: int | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.port = port or 0
@@ -145,7 +149,7 @@ class FaultProxy:
                 self._loop.close()
             self._loop = self._thread = None
 
-    def _call(self, coro):
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         assert self._loop is not None, "FaultProxy is not started"
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_TIMEOUT)
 
@@ -198,7 +202,7 @@ class FaultProxy:
 
     def _clear_faults(self) -> None:
         self.latency = 0.0  # seconds slept before forwarding each request; set any time
-        self._failure: _Failure | None = None
+        self._failure = None
         self._flip_request, self._flip_response, self._reset_body = (
             _Countdown(), _Countdown(), _Countdown()
         )
@@ -233,6 +237,7 @@ class FaultProxy:
             return
         # create_server sets SO_REUSEADDR, so rebinding the port we just closed
         # does not trip over connections left in TIME_WAIT.
+        assert self._runner is not None, "listening before _open"
         sock = socket.create_server((_HOST, self.port))
         self.port = sock.getsockname()[1]
         try:
@@ -248,6 +253,7 @@ class FaultProxy:
             await self._site.stop()
             self._site = None
         # Keep-alive connections would otherwise still reach a "down" server.
+        assert self._runner is not None and self._runner.server is not None, "not opened"
         for handler in self._runner.server.connections:
             if handler.transport is not None:
                 handler.transport.abort()
@@ -268,6 +274,7 @@ class FaultProxy:
         if reset:
             response = _aborted(request)
         elif fail:
+            assert failure is not None  # `fail` is only ever true with a failure set
             response, status = _s3_error(failure), failure.status
         else:
             try:
@@ -284,6 +291,7 @@ class FaultProxy:
         headers = CIMultiDict(
             (k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED
         )
+        assert self._session is not None, "forwarding before _open"
         async with self._session.request(
             request.method,
             URL(self.upstream + request.raw_path, encoded=True),  # never re-encode the key

@@ -11,17 +11,18 @@ makes the etag always the md5 of the bytes.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from moto.s3.models import FakeKey
 from moto.server import main
 
-_unlocked_etag = FakeKey.etag.fget
+# The property object, from the class namespace: mypy types `FakeKey.etag` as the getter.
+_unlocked_etag: Callable[[FakeKey], str] = vars(FakeKey)["etag"].fget
 
 
-def _locked_etag(self: Any) -> str:
+def _locked_etag(self: FakeKey) -> str:
     with self.lock:
-        return _unlocked_etag(self)  # type: ignore[misc]
+        return _unlocked_etag(self)
 
 
 FakeKey.etag = property(_locked_etag)  # type: ignore[method-assign,assignment]

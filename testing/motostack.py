@@ -25,7 +25,8 @@ def free_port() -> int:
     """Return a port that is free right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _check_port_free(port: int) -> None:
@@ -71,7 +72,7 @@ def _tail(log: Path | None, start: int) -> str:
 @dataclass
 class MotoServer:
     port: int
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
 
     @property
     def endpoint(self) -> str:
@@ -97,27 +98,27 @@ class MotoServer:
         else:
             _check_port_free(port)
         log_start = 0
-        if log is None:
-            out = subprocess.DEVNULL
-        else:
+        log_file = None
+        if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
-            out = log.open("ab")  # append: a restart on the same log keeps history
-            log_start = out.tell()
+            log_file = log.open("ab")  # append: a restart on the same log keeps history
+            log_start = log_file.tell()
+        module = "testing.aws_faithful" if faithful else "testing.moto_server"
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "testing.aws_faithful" if faithful else "testing.moto_server", "-H", HOST, "-p", str(port)],
+                [sys.executable, "-m", module, "-H", HOST, "-p", str(port)],
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(
                     filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **(env or {})},
                 stdin=subprocess.DEVNULL,
-                stdout=out,
+                stdout=subprocess.DEVNULL if log_file is None else log_file,
                 stderr=subprocess.STDOUT,
                 # Own session: a terminal Ctrl-C reaches only our owner, which then
                 # stops servers in order instead of them dying under a draining client.
                 start_new_session=True,
             )
         finally:
-            if log is not None:
-                out.close()  # the child holds its own copy of the descriptor
+            if log_file is not None:
+                log_file.close()  # the child holds its own copy of the descriptor
         server = cls(port, process)
         try:
             server._wait_until_answering(timeout, log, log_start)
