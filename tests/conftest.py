@@ -1,13 +1,27 @@
-"""Shared fixtures: real moto servers (one process per endpoint) and per-test buckets."""
+"""Shared fixtures: real S3 servers (one process per endpoint) and per-test buckets.
+
+The tests about S3 behaviour run against three backends, each started once per session:
+
+- ``moto``: plain moto servers;
+- ``faithful``: moto with the AWS behaviours plain moto lacks (``testing.aws_faithful``);
+- ``rclone``: ``rclone serve s3`` of a directory, a second, independent implementation.
+
+A module or test opts in with ``@pytest.mark.backends()`` (all three) or
+``@pytest.mark.backends("moto")`` (a closer mark wins); its ``world`` then comes once per
+backend, with ids ``[moto]``, ``[faithful]``, ``[rclone]``. Everything else (config, deploy,
+Prometheus, SQS events) gets one ``world`` on plain moto, whatever it asks. ``--backend NAME``
+(repeatable) narrows the marked tests to some backends.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import inspect
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +31,10 @@ import pytest
 import yaml
 from botocore.config import Config as BotoConfig
 
-from testing.motostack import MotoServer, free_port
 from replicator.config import Config
-
 from testing.faultproxy import FaultProxy
+from testing.motostack import MotoServer, free_port
+from testing.rclone import RcloneServer
 
 REGIONS = ("r1", "r2", "r3")
 #: Small parts so multipart paths run on small objects (moto's minimum is lowered to match).
@@ -60,17 +74,126 @@ def _pause(started: float) -> float:
     return min(1.0, max(0.05, time.monotonic() - started))
 
 
+BACKENDS = ("moto", "faithful", "rclone")
+#: What a backend cannot do, and why: a test that needs it skips with that reason.
+LACKS: dict[str, dict[str, str]] = {
+    "moto": {},
+    "faithful": {},
+    "rclone": {
+        "tagging": "rclone serve s3 has no object tagging",
+        "expires": "rclone serve s3 does not store the Expires header",
+        "path_unsafe_keys": "rclone serve s3 stores keys as file paths: it refuses '//' and a "
+                            "leading '/', drops a trailing '/', and a path segment over 255 bytes "
+                            "fails with a 500",
+    },
+}
+
+Server = MotoServer | RcloneServer
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One S3 implementation under test: its source and region servers, and what it lacks."""
+
+    name: str
+    servers: Mapping[str, Server]
+
+    @property
+    def lacks(self) -> Mapping[str, str]:
+        return LACKS[self.name]
+
+    def require(self, feature: str) -> None:
+        """Skip the calling test, saying why, where this backend cannot do ``feature``."""
+        if feature in self.lacks:
+            pytest.skip(self.lacks[feature])
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", action="append", choices=BACKENDS, default=[],
+                     help="run the tests marked `backends` only against this S3 backend "
+                          "(repeatable; default: every backend the mark names)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One copy of a `backends`-marked test per backend; an unmarked test stays on moto."""
+    mark = metafunc.definition.get_closest_marker("backends")
+    if mark is None or "servers" not in metafunc.fixturenames:
+        return
+    names = list(mark.args or BACKENDS)
+    metafunc.parametrize("servers", names, ids=names, indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--backend``: deselect the copies of marked tests on the other backends."""
+    wanted = config.getoption("backend")
+    if not wanted:
+        return
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("servers") if callspec else None
+        (drop if backend is not None and backend not in wanted else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _stop_all(started: Mapping[str, Server]) -> None:
+    for server in started.values():
+        server.stop()
+
+
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, MotoServer]]:
+def moto_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """Plain moto: the backend of every test that is not about S3 behaviour."""
     logs = tmp_path_factory.mktemp("moto-logs")
-    started: dict[str, MotoServer] = {}
+    started: dict[str, Server] = {}
     try:
         for name in ("source", *REGIONS):
             started[name] = MotoServer.start(env=MOTO_ENV, log=logs / f"{name}.log")
-        yield started
+        yield Backend("moto", started)
     finally:
-        for server in started.values():
-            server.stop()
+        _stop_all(started)
+
+
+@pytest.fixture(scope="session")
+def faithful_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """moto answering like AWS where AWS is stricter (see DESIGN.md)."""
+    if importlib.util.find_spec("testing.aws_faithful") is None:
+        pytest.skip("the AWS-faithful backend needs testing/aws_faithful.py, which is not there yet")
+    logs = tmp_path_factory.mktemp("faithful-logs")
+    started: dict[str, Server] = {}
+    try:
+        for name in ("source", *REGIONS):
+            started[name] = MotoServer.start(env=MOTO_ENV, log=logs / f"{name}.log", faithful=True)
+        yield Backend("faithful", started)
+    finally:
+        _stop_all(started)
+
+
+@pytest.fixture(scope="session")
+def rclone_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """`rclone serve s3`, one process per endpoint, each serving its own directory."""
+    work = tmp_path_factory.mktemp("rclone")
+    started: dict[str, Server] = {}
+    try:
+        for name in ("source", *REGIONS):
+            started[name] = RcloneServer.start(work / "roots" / name, work,
+                                               work / "logs" / f"{name}.log")
+        yield Backend("rclone", started)
+    finally:
+        _stop_all(started)
+
+
+@pytest.fixture(scope="session")
+def servers(request: pytest.FixtureRequest) -> Backend:
+    """The backend this test runs against: its ``backends`` parameter, else plain moto.
+
+    Each backend's servers are their own session fixture, so a backend starts once however
+    pytest orders the tests, and plain moto is shared by the marked and the unmarked tests."""
+    name = getattr(request, "param", "moto")
+    backend: Backend = request.getfixturevalue(f"{name}_servers")
+    return backend
 
 
 @dataclass
@@ -80,6 +203,7 @@ class World:
     tmp: Path
     endpoints: dict[str, str]
     buckets: dict[str, str]
+    backend: Backend
     clients: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -155,8 +279,19 @@ class World:
         return all(self.objects(r) == want for r in REGIONS)
 
     def open_uploads(self) -> dict[str, list[str]]:
-        return {r: [u["Key"] for u in self.clients[r].list_multipart_uploads(
-            Bucket=self.buckets[r]).get("Uploads", ())] for r in REGIONS}
+        """Every region's open multipart uploads, by key."""
+        return {r: self._open_uploads(r) for r in REGIONS}
+
+    def _open_uploads(self, name: str) -> list[str]:
+        client = self.clients[name]
+        try:
+            listed = client.list_multipart_uploads(Bucket=self.buckets[name])
+        except client.exceptions.ClientError as exc:
+            # rclone serve s3 answers 404 NoSuchUpload for a bucket that never had an upload.
+            if self.backend.name == "rclone" and exc.response["Error"]["Code"] == "NoSuchUpload":
+                return []
+            raise
+        return [u["Key"] for u in listed.get("Uploads", ())]
 
 
 @pytest.fixture
@@ -173,10 +308,10 @@ def proxies(world: World) -> Iterator[dict[str, FaultProxy]]:
 
 
 @pytest.fixture
-def world(servers: dict[str, MotoServer], tmp_path: Path) -> World:
+def world(servers: Backend, tmp_path: Path) -> World:
     tag = uuid.uuid4().hex[:10]
-    buckets = {name: f"t-{tag}-{name}" for name in servers}
-    w = World(tmp_path, {n: s.endpoint for n, s in servers.items()}, buckets)
+    buckets = {name: f"t-{tag}-{name}" for name in servers.servers}
+    w = World(tmp_path, {n: s.endpoint for n, s in servers.servers.items()}, buckets, servers)
     for name, client in w.clients.items():
         client.create_bucket(Bucket=buckets[name])
     return w
