@@ -1,4 +1,5 @@
-"""Faults that moto cannot cause by itself, injected by a proxy in front of one endpoint."""
+"""Faults that no backend causes by itself, injected by a proxy in front of one endpoint;
+against each S3 backend."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from replicator.feed import PollFeed
 from replicator.retry import RequestRetry
 from replicator.s3 import S3Store
 from replicator.service import Service
+from testing.faultproxy import FaultProxy
 
 from .conftest import PART, REGIONS, World, eventually
-from testing.faultproxy import FaultProxy
+
+pytestmark = pytest.mark.backends()
 
 
 async def test_a_down_region_waits_with_a_reason_while_the_others_complete(

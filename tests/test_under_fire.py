@@ -1,4 +1,4 @@
-"""Issue 4's scenarios, each setup → fault → expected, against moto servers through proxies."""
+"""Issue 4's scenarios, each setup → fault → expected, against S3 backends through proxies."""
 
 from __future__ import annotations
 
@@ -16,9 +16,13 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from replicator.service import Service
+from testing.faultproxy import FaultProxy
 
 from .conftest import PART, REGIONS, World, eventually, wait_for
-from testing.faultproxy import FaultProxy
+
+# Each scenario on every S3 backend, but the slow ones, which are about the daemon (breaker,
+# signals, memory) rather than S3, on plain moto only.
+pytestmark = pytest.mark.backends()
 
 
 async def run_daemon(service: Service, stop: asyncio.Event) -> asyncio.Task[None]:
@@ -30,6 +34,7 @@ async def journal_empty(service: Service) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.backends("moto")
 async def test_1_a_refusing_region_never_holds_back_the_others(
         world: World, proxies: dict[str, FaultProxy]) -> None:
     proxies["r2"].refuse()
@@ -195,6 +200,7 @@ def _daemon(world: World, config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.backends("moto")
 def test_11_sigterm_mid_backfill_exits_0_in_the_grace_period_and_restart_finishes(
         world: World, proxies: dict[str, FaultProxy]) -> None:
     for i in range(60):
@@ -222,6 +228,7 @@ def test_11_sigterm_mid_backfill_exits_0_in_the_grace_period_and_restart_finishe
 
 
 @pytest.mark.slow
+@pytest.mark.backends("moto")
 def test_12_sighup_adds_a_region_and_refuses_a_broken_config(world: World) -> None:
     for i in range(5):
         world.put(f"k{i}", os.urandom(50 + i * PART))
@@ -257,6 +264,7 @@ def test_12_sighup_adds_a_region_and_refuses_a_broken_config(world: World) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.backends("moto")
 def test_13_a_256_mib_object_replicates_in_flat_memory(world: World, tmp_path: Path) -> None:
     size, part = 256 * 2**20, 8 * 2**20
     body = tmp_path / "big.bin"
