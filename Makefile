@@ -37,8 +37,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The whole suite, as CI runs it.
-test: install tools
+# The whole suite, as CI runs it: the lint first, then every test.
+test: lint tools
 	$(BIN)/python -m pytest
 
 # replicator sync against rclone copy, side by side (not part of `make test`);

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from .config import Deletes, Replication
-from .errors import ReplicatorError
 from .copier import replica_is_intact
+from .errors import ReplicatorError
 from .journal import Journal
 from .metrics import AUDIT_STATES, Metrics
 from .model import META_SOURCE_ETAG, Change, Kind
@@ -71,6 +71,21 @@ class _Cursor:
             self.head, self.error = None, str(exc)
 
 
+async def _merge(source: _Cursor, cursors: list[_Cursor]) -> AsyncIterator[
+        tuple[str, Listed | None, dict[str, Listed | None]]]:
+    """Every key of any listing, in order: the source's entry and each readable region's."""
+    for cursor in (source, *cursors):
+        await cursor.advance()
+    while live := [c for c in (source, *cursors) if c.head is not None]:
+        key = min(c.head.key for c in live if c.head is not None)
+        here = [c for c in live if c.head is not None and c.head.key == key]
+        src = source.head if source in here else None
+        yield key, src, {c.name: c.head if c in here else None for c in cursors
+                         if c.error is None and (src or c in here)}
+        for cursor in here:
+            await cursor.advance()
+
+
 class Auditor:
     """Compares listings, records the result in metrics, and queues repairs."""
 
@@ -89,31 +104,17 @@ class Auditor:
                     progress: Callable[[int], None] | None = None) -> dict[str, RegionAudit]:
         results = {name: RegionAudit(name, not self.options.replicate_deletes)
                    for name in self.regions}
-        source = _Cursor("source", self.source.list(prefix))
-        cursors = [_Cursor(name, store.list(prefix)) for name, store in self.regions.items()]
-        for cursor in (source, *cursors):
-            await cursor.advance()
+        source = _Cursor("source", self.source.listing(prefix))
+        cursors = [_Cursor(name, store.listing(prefix)) for name, store in self.regions.items()]
         compared = 0
         extra: list[str] = []
-        while True:
-            live = [c for c in (source, *cursors) if c.head is not None]
-            if not live:
-                break
-            key = min(c.head.key for c in live if c.head is not None)
-            here = [c for c in live if c.head is not None and c.head.key == key]
-            src = source.head if source in here else None
+        async for key, src, replicas in _merge(source, cursors):
             if self.options.wants(key):
-                for cursor in cursors:
-                    replica = cursor.head if cursor in here else None
-                    if cursor.error is None and (src or replica):
-                        state = await self._classify(cursor.name, src, replica)
-                        results[cursor.name].add(state, key)
-                        if repair and state == "extra":
-                            extra.append(key)
-                        elif repair and src is not None and state not in ("ok", "archived"):
-                            await self._repair(cursor.name, key, src)
-            for cursor in here:
-                await cursor.advance()
+                for name, replica in replicas.items():
+                    state = await self._compare(name, key, src, replica, repair)
+                    results[name].add(state, key)
+                    if repair and state == "extra":
+                        extra.append(key)
             compared += 1
             if progress and compared % 100 == 0:
                 progress(compared)
@@ -136,6 +137,14 @@ class Auditor:
         if not released:
             log.error("DELETE GUARD: the audit found %d extra objects; their deletes are held. "
                       "Run `replicator approve-deletes -c CONFIG` if they should go.", len(keys))
+
+    async def _compare(self, region: str, key: str, src: Listed | None, replica: Listed | None,
+                       repair: bool) -> str:
+        """One key in one region: its state, and with ``repair`` a copy queued where needed."""
+        state = await self._classify(region, src, replica)
+        if repair and src is not None and state not in ("ok", "extra", "archived"):
+            await self._repair(region, key, src)
+        return state
 
     async def _classify(self, region: str, src: Listed | None, replica: Listed | None) -> str:
         if src is None:

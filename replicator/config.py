@@ -52,7 +52,7 @@ def _check_url(value: str | None) -> str | None:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError("invalid URL")
     try:
-        parsed.port
+        _ = parsed.port  # raises on a port out of range or not a number
     except ValueError:
         raise ValueError("invalid URL") from None
     return value.rstrip("/")

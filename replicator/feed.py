@@ -51,7 +51,7 @@ class PollFeed:
         try:
             for prefix in self.options.include_prefixes or ("",):
                 batch: list[Listed] = []
-                async for entry in self.source.list(prefix):
+                async for entry in self.source.listing(prefix):
                     batch.append(entry)
                     if len(batch) >= PAGE:
                         await self.journal.stage(batch)

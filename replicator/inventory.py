@@ -43,7 +43,7 @@ async def take(journal: Journal, regions: Mapping[str, ObjectStore],
             await journal.begin_inventory()
             for prefix in prefixes:
                 batch: list[str] = []
-                async for entry in store.list(prefix):
+                async for entry in store.listing(prefix):
                     batch.append(entry.key)
                     if len(batch) >= PAGE:
                         await journal.stage_inventory(batch)

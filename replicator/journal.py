@@ -270,8 +270,9 @@ class Journal:
     async def retry_failed(self, region: str | None = None, key: str | None = None) -> int:
         """Make failed rows due now, with fresh attempts (``replicator retry``)."""
         def update() -> int:
-            sql, args = "UPDATE pending SET next_try = ?, state = 'pending', attempts = 0 " \
-                        "WHERE state = 'failed'", [time.time()]
+            sql = "UPDATE pending SET next_try = ?, state = 'pending', attempts = 0 " \
+                  "WHERE state = 'failed'"
+            args: list[object] = [time.time()]
             if region is not None:
                 sql, args = sql + " AND region = ?", [*args, region]
             if key is not None:

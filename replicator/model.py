@@ -18,12 +18,12 @@ META_CHECKSUM = "replicator-checksum"
 MARKER_KEYS = (META_SOURCE_ETAG, META_SOURCE_MTIME, META_SOURCE_VERSION, META_MD5, META_CHECKSUM)
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     PUT = "put"
     DELETE = "delete"
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """What happened to one change in one region."""
 
     COPIED = "copied"        # written and proven by checksum

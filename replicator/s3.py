@@ -8,12 +8,12 @@ and nowhere else; per-request retries (tenacity) also live here.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
@@ -23,10 +23,12 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from . import errors
@@ -109,7 +111,7 @@ class ObjectStore(Protocol):
     name: str
 
     async def check(self) -> None: ...
-    def list(self, prefix: str = "") -> AsyncIterator[Listed]: ...
+    def listing(self, prefix: str = "") -> AsyncIterator[Listed]: ...
     async def head(self, key: str, part_number: int | None = None, *,
                    checksums: bool = False) -> Head | None: ...
     async def get(self, key: str, *, if_match: str, first: int | None = None,
@@ -163,14 +165,15 @@ class S3Store:
         except errors.NoSuchKey:  # HeadBucket answers a bare 404
             raise errors.NoSuchBucket(f"{self.name}: bucket {self.bucket} does not exist") from None
 
-    async def list(self, prefix: str = "") -> AsyncIterator[Listed]:
+    async def listing(self, prefix: str = "") -> AsyncIterator[Listed]:
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix,
                                       "MaxKeys": self._list_page}
             if token:
                 kwargs["ContinuationToken"] = token
-            page = await self._call("ListObjectsV2", lambda: self._client.list_objects_v2(**kwargs))
+            page = await self._call("ListObjectsV2",
+                                    partial(self._client.list_objects_v2, **kwargs))
             for item in page.get("Contents", ()):
                 yield Listed(item["Key"], _etag(item["ETag"]), item["Size"],
                              _ts(item["LastModified"]), item.get("StorageClass"))
@@ -355,7 +358,7 @@ def translated(store: str, op: str) -> Any:
         raise _from_client_error(store, op, exc) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise errors.AccessDenied(f"{store} {op}: no usable credentials: {exc}") from exc
-    except (BotoConnectionError, HTTPClientError, aiohttp.ClientError, asyncio.TimeoutError,
+    except (BotoConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError,
             ConnectionError) as exc:
         raise errors.TransientError(f"{store} {op}: {type(exc).__name__}: {exc}") from exc
     except BotoCoreError as exc:
@@ -394,9 +397,10 @@ def _snake(code: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in code).lstrip("_")
 
 
-#: Every body carries Content-MD5 (a signed header) and x-amz-checksum-*, so the server
-#: proves its integrity; SigV4-hashing it once more per region would be pure CPU.
-_S3_OPTIONS = {"payload_signing_enabled": False}
+def _s3_options(addressing: str) -> Any:
+    """Every body carries Content-MD5 (a signed header) and x-amz-checksum-*, so the server
+    proves its integrity; SigV4-hashing it once more per region would be pure CPU."""
+    return {"payload_signing_enabled": False, "addressing_style": addressing}
 
 
 class Clients:
@@ -414,7 +418,7 @@ class Clients:
             request_checksum_calculation="when_required",  # we compute and send our own
             response_checksum_validation="when_required",
             connect_timeout=5, read_timeout=60, tcp_keepalive=True,  # > SQS long-poll wait
-            s3={**_S3_OPTIONS, "addressing_style": "path"},
+            s3=_s3_options("path"),
         )
 
     async def client_for(self, endpoint: Endpoint, service: str = "s3") -> Any:
@@ -432,7 +436,7 @@ class Clients:
                           "aws_session_token": creds.session_token}
             config = self._boto_config
             if endpoint.endpoint_url is None:
-                config = config.merge(BotoConfig(s3={**_S3_OPTIONS, "addressing_style": "auto"}))
+                config = config.merge(BotoConfig(s3=_s3_options("auto")))
             self._clients[key] = await self._stack.enter_async_context(session.create_client(
                 service, endpoint_url=endpoint.endpoint_url, region_name=endpoint.region,
                 config=config, **kwargs))

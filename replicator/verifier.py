@@ -15,7 +15,7 @@ import hashlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from awscrt import checksums as crt
 
@@ -35,7 +35,7 @@ class Hasher(Protocol):
 class _Crc:
     """A running CRC with the ``hashlib`` interface; S3 sends CRCs big-endian."""
 
-    def __init__(self, fn: Callable[[bytes | bytearray | memoryview, int], int], width: int) -> None:
+    def __init__(self, fn: Callable[[Any, int], int], width: int) -> None:
         self._fn = fn
         self._width = width
         self._value = 0
@@ -47,7 +47,7 @@ class _Crc:
         return self._value.to_bytes(self._width, "big")
 
 
-_CRCS: dict[str, tuple[Callable[[bytes | bytearray | memoryview, int], int], int]] = {
+_CRCS: dict[str, tuple[Callable[[Any, int], int], int]] = {
     "crc32": (zlib.crc32, 4), "crc32c": (crt.crc32c, 4), "crc64nvme": (crt.crc64nvme, 8)}
 #: Every additional checksum S3 offers; ``none`` sends only Content-MD5.
 ALGORITHMS = ("sha256", "sha1", *_CRCS)

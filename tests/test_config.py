@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
@@ -36,7 +37,7 @@ def test_shipped_configs_load(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_config_is_frozen() -> None:
     config = Config.parse(_base())
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.shutdown_grace = 1  # type: ignore[misc]
 
 

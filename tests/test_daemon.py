@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from replicator import logs
+from testing.faultproxy import FaultProxy
 
 from .conftest import PART, REGIONS, World, wait_for
-from testing.faultproxy import FaultProxy
 
 
 def start(world: World, command: str, config: Path, log: Path) -> subprocess.Popen[bytes]:

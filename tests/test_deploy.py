@@ -30,19 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import botocore.session
 import boto3
+import botocore.session
 import pytest
 import yaml
 from botocore import xform_name
 from botocore.client import BaseClient
 from prometheus_client import CollectorRegistry
 
-from testing.motostack import free_port
 from replicator import s3 as s3_module
 from replicator.config import Config
 from replicator.metrics import Metrics
 from replicator.service import Service
+from testing.motostack import free_port
 
 from .conftest import World, wait_for
 

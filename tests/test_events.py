@@ -19,9 +19,9 @@ import yaml
 from botocore.config import Config as BotoConfig
 from prometheus_client import CollectorRegistry
 
-from testing.motostack import free_port
 from replicator.events import Malformed, parse
 from replicator.service import Service
+from testing.motostack import free_port
 
 from .conftest import REGIONS, World, eventually, wait_for
 

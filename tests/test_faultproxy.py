@@ -10,8 +10,8 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from testing.motostack import MotoServer
 from testing.faultproxy import FaultProxy
+from testing.motostack import MotoServer
 
 BUCKET = "proxy-test"
 # One attempt and no flexible checksums: the client must see each fault raw.
@@ -71,7 +71,7 @@ def direct(moto_server: MotoServer):
 
 def _differing_bits(a: bytes, b: bytes) -> int:
     assert len(a) == len(b)
-    return sum(bin(x ^ y).count("1") for x, y in zip(a, b))
+    return sum(bin(x ^ y).count("1") for x, y in zip(a, b, strict=True))
 
 
 def _payload(size: int) -> bytes:

@@ -11,16 +11,16 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from testing.motostack import free_port
 from replicator.service import Service
+from testing.faultproxy import FaultProxy
+from testing.motostack import free_port
 
 from .conftest import PART, REGIONS, World, eventually
-from testing.faultproxy import FaultProxy
 
 
 def get(url: str) -> tuple[int, str]:
@@ -231,5 +231,5 @@ def test_json_logs_carry_the_copy_fields(world: World) -> None:
     assert all(r["outcome"] == "copied" and r["bytes"] == 5 and r["op"] == "put" and
                isinstance(r["duration"], float) for r in copies)
     stamped = datetime.fromisoformat(copies[0]["time"])  # RFC 3339, UTC, milliseconds
-    assert stamped.tzinfo == timezone.utc and copies[0]["time"].endswith("Z")
+    assert stamped.tzinfo == UTC and copies[0]["time"].endswith("Z")
     assert re.search(r"\.\d{3}Z$", copies[0]["time"])

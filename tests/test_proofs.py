@@ -32,7 +32,7 @@ def _parts(*sizes: int, algorithm: str | None = None, body: bytes = b"") -> list
 
 def _contiguous(chunks: list[Chunk], size: int) -> bool:
     return chunks[0].first == 0 and chunks[-1].last == size - 1 and all(
-        a.last + 1 == b.first for a, b in zip(chunks, chunks[1:])) and \
+        a.last + 1 == b.first for a, b in zip(chunks, chunks[1:], strict=False)) and \
         [c.number for c in chunks] == list(range(1, len(chunks) + 1))
 
 

@@ -130,7 +130,8 @@ async def test_journal_diffs_listings_and_only_removes_the_change_it_verified(tm
         await journal.stage([Listed("k1", "e1b", 1, 11.0), Listed("k2", "e2", 2, 10.0)])
         assert (await journal.commit_listing(regions, lambda k: True, True, lambda *a: True)).puts == 1
         assert not await journal.finish(old)  # the newer change stays queued
-        rows = {(p.change.key, p.region): p.change.etag for p in await journal.due(1e12, 10, {"a", "b"}, set())}
+        due = await journal.due(1e12, 10, {"a", "b"}, set())
+        rows = {(p.change.key, p.region): p.change.etag for p in due}
         assert rows[("k1", "a")] == "e1b"
 
         # A listing that never completes changes nothing; a complete one without k2 deletes it.
