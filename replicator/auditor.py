@@ -19,8 +19,8 @@ from .copier import replica_is_intact
 from .errors import ReplicatorError
 from .journal import Journal
 from .metrics import AUDIT_STATES, Metrics
-from .model import META_SOURCE_ETAG, Change, Kind
-from .s3 import Listed, ObjectStore
+from .model import META_SOURCE_ETAG, Change, Kind, Listed
+from .s3 import ObjectStore
 
 log = logging.getLogger(__name__)
 

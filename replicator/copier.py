@@ -30,9 +30,10 @@ from .model import (
     Kind,
     Outcome,
     RegionResult,
+    Written,
 )
 from .plan import Chunk, Plan, plan
-from .s3 import Head, NewObject, ObjectStore, Written
+from .s3 import Head, NewObject, ObjectStore
 from .verifier import Digest, ReadProof, check_written, composite_etag, digest
 
 log = logging.getLogger(__name__)

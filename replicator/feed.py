@@ -16,7 +16,8 @@ from .config import Deletes, Replication
 from .errors import ReplicatorError
 from .health import Health
 from .journal import Diff, Journal
-from .s3 import Listed, ObjectStore
+from .model import Listed
+from .s3 import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ReplicatorError
-from .model import Change, Kind
-from .s3 import Listed
+from .model import Change, Kind, Listed
 
 T = TypeVar("T")
 

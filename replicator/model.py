@@ -74,3 +74,32 @@ class RegionResult:
     @property
     def done(self) -> bool:
         return self.outcome in DONE
+
+
+#: Storage classes whose objects cannot be read until restored (GET answers InvalidObjectState).
+ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One entry of a bucket listing."""
+
+    key: str
+    etag: str
+    size: int
+    last_modified: float
+    storage_class: str | None = None
+
+    @property
+    def archived(self) -> bool:
+        return self.storage_class in ARCHIVED_CLASSES
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a PUT, UploadPart or CompleteMultipartUpload returned."""
+
+    etag: str
+    checksum: str | None = None
+    #: Stored under SSE-KMS or SSE-C: the etag is not the md5 of the bytes.
+    encrypted: bool = False

@@ -34,6 +34,8 @@ from botocore.exceptions import (
 from . import errors
 from .body import BodyReader, read_exactly
 from .config import Endpoint
+from .model import Listed as Listed  # re-exported: the value types live in model
+from .model import Written as Written
 from .retry import RequestRetry
 
 log = logging.getLogger(__name__)
@@ -44,23 +46,6 @@ CONTENT_HEADERS = ("ContentType", "CacheControl", "ContentDisposition",
                    "ContentEncoding", "ContentLanguage", "Expires")
 CHECKSUM_PARAM = {"sha256": "ChecksumSHA256", "sha1": "ChecksumSHA1", "crc32": "ChecksumCRC32",
                   "crc32c": "ChecksumCRC32C", "crc64nvme": "ChecksumCRC64NVME"}
-#: Storage classes whose objects cannot be read until restored (GET answers InvalidObjectState).
-ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """One entry of a bucket listing."""
-
-    key: str
-    etag: str
-    size: int
-    last_modified: float
-    storage_class: str | None = None
-
-    @property
-    def archived(self) -> bool:
-        return self.storage_class in ARCHIVED_CLASSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +68,6 @@ class Head:
     checksums: dict[str, str] = field(default_factory=dict)
     checksum_type: str | None = None  # COMPOSITE or FULL_OBJECT, for a multipart object
     ranged: bool = False  # the answer had a Content-Range: it covers ``length`` bytes of ``size``
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """What a PUT, UploadPart or CompleteMultipartUpload returned."""
-
-    etag: str
-    checksum: str | None = None
-    #: Stored under SSE-KMS or SSE-C: the etag is not the md5 of the bytes.
-    encrypted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

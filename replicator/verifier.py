@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from awscrt import checksums as crt
 
 from .errors import ChecksumMismatch
-from .s3 import Written
+from .model import Written
 
 
 def _b64(raw: bytes) -> str:

@@ -13,9 +13,9 @@ from botocore.exceptions import ClientError
 
 from replicator import errors
 from replicator.copier import replica_is_current, replica_is_intact
-from replicator.model import META_CHECKSUM, META_MD5, META_SOURCE_ETAG, Change, Kind
+from replicator.model import META_CHECKSUM, META_MD5, META_SOURCE_ETAG, Change, Kind, Written
 from replicator.plan import MAX_MIRRORED_PART, MAX_PARTS, Chunk, chunk
-from replicator.s3 import Head, Written, _from_client_error
+from replicator.s3 import Head, _from_client_error
 from replicator.verifier import ReadProof, SourcePart, checksum, composite_etag, digest
 
 MiB = 2**20

@@ -18,9 +18,9 @@ from replicator.budget import ByteBudget
 from replicator.config import Retry
 from replicator.copier import replica_is_current
 from replicator.journal import Journal
-from replicator.model import META_SOURCE_ETAG, META_SOURCE_MTIME, Change, Kind
+from replicator.model import META_SOURCE_ETAG, META_SOURCE_MTIME, Change, Kind, Listed, Written
 from replicator.retry import RequestRetry, item_delay
-from replicator.s3 import Head, Listed, Written
+from replicator.s3 import Head
 from replicator.verifier import check_source, check_written, composite_etag, digest
 
 
