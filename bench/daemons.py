@@ -1,24 +1,24 @@
 """The `replicator run` daemons of the lag benchmark: configured for the events feed, started,
 read through their logs and /metrics, and stopped by PID.
 
-A daemon's per-copy log line (plain format, millisecond time stamps) is written once
-the copy is verified; those lines are what the benchmark times copies by, independently
-of the daemon's own lag metric.
+The daemons log with ``--log-format json``, one record per line. A daemon's per-copy
+record (fields ``op``, ``key``, ``region``, ``outcome``; ``time`` in UTC to the
+millisecond) is written once the copy is verified; those records are what the benchmark
+times copies by, independently of the daemon's own lag metric.
 """
 
 from __future__ import annotations
 
-import ast
 import collections
 import datetime
+import json
 import math
-import os
-import re
 import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,12 +34,9 @@ from .tools import Bucket, ReplicatorOptions
 WAIT_TIME = 20
 #: A sweep would also find the new objects: a long interval measures the events path alone.
 SWEEP_INTERVAL = 3600
-#: The scheduler's per-copy line in the plain log format (replicator/scheduler.py).
-COPY_LINE = re.compile(
-    r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ +replicator\.scheduler: put "
-    r"key=(?P<key>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\") region=(?P<region>\S+) .*"
-    r"outcome=(?P<outcome>\w+)")
-STARTED = " replicator.service: replicating "
+#: Who writes the per-copy records (replicator/scheduler.py) and the one that says the
+#: daemon is running (replicator/service.py).
+COPIER, SERVICE = "replicator.scheduler", "replicator.service"
 DONE = frozenset({"copied", "skipped"})  # skipped: the region already held it (another replica)
 
 
@@ -47,8 +44,45 @@ class DaemonFailed(RuntimeError):
     """A replica exited, or never came up: the figures of its run mean nothing."""
 
 
+def record(line: str) -> dict[str, Any] | None:
+    """One JSON log record, or None for a line that is not one (a traceback or message the
+    daemon wrote around its logging, before it set the format up or after it stopped)."""
+    try:
+        found = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def timestamp(text: str) -> float:
+    """Seconds since the epoch of a record's ``time`` (RFC 3339, UTC, milliseconds)."""
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One per-copy record of a PUT: ``outcome`` is copied, skipped or failed."""
+
+    key: str
+    region: str
+    when: float
+    outcome: str
+
+    @classmethod
+    def of(cls, rec: dict[str, Any]) -> Copy | None:
+        """The copy a record reports, or None for any other record (deletes included)."""
+        if rec.get("logger") != COPIER or rec.get("op") != "put" or "outcome" not in rec:
+            return None
+        return cls(rec["key"], rec["region"], timestamp(rec["time"]), rec["outcome"])
+
+
+def started(rec: dict[str, Any]) -> bool:
+    """The record the daemon writes once it has checked its regions and starts replicating."""
+    return rec.get("logger") == SERVICE and str(rec.get("message", "")).startswith("replicating ")
+
+
 class CopyLog:
-    """One daemon's per-copy log lines, read as the log grows."""
+    """One daemon's per-copy records, read as the log grows."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -62,15 +96,18 @@ class CopyLog:
             chunk = fh.read()
         complete = chunk.rfind(b"\n") + 1  # a line still being written waits for the next read
         self.offset += complete
-        for line in chunk[:complete].decode(errors="replace").splitlines():
-            self.started = self.started or STARTED in line
-            match = COPY_LINE.match(line)
-            if match:
-                # The daemon runs with TZ=UTC, so its local time stamps are UTC.
-                when = datetime.datetime.strptime(match["time"], "%Y-%m-%d %H:%M:%S,%f").replace(
-                    tzinfo=datetime.UTC).timestamp()
-                self.copies[ast.literal_eval(match["key"]), match["region"]].append(
-                    (when, match["outcome"]))
+        self.take(chunk[:complete].decode(errors="replace").splitlines())
+
+    def take(self, lines: list[str]) -> None:
+        """Take in complete log lines: the start and every copy among them."""
+        for line in lines:
+            rec = record(line)
+            if rec is None:
+                continue
+            self.started = self.started or started(rec)
+            copy = Copy.of(rec)
+            if copy is not None:
+                self.copies[copy.key, copy.region].append((copy.when, copy.outcome))
 
 
 @dataclass
@@ -87,13 +124,14 @@ class Replica:
         log = config.with_suffix(".log")
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "replicator", "run", "-c", str(config)],
-                cwd=tools.ROOT, env={**os.environ, "TZ": "UTC"}, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [sys.executable, "-m", "replicator", "run", "-c", str(config),
+                 "--log-format", "json"],
+                cwd=tools.ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
         return cls(number, listen, process, CopyLog(log))
 
     def read(self) -> None:
-        """Take in new log lines; a replica that exited fails the run."""
+        """Take in new log records; a replica that exited fails the run."""
         self.log.read()
         if self.process.poll() is not None:
             raise DaemonFailed(f"replica {self.number} exited with code {self.process.returncode}; "

@@ -8,8 +8,8 @@ up, every copy arrived and p99 < 2 s in every region; for each replica count the
 rate stops rising at the first one that does not pass.
 
 Lag is measured outside the daemon's metric: from the moment the writer sent the
-PUT (its own clock) to the time stamp (milliseconds) of the daemon's per-copy log
-line, which is written once the copy is verified. The daemon's own lag histogram,
+PUT (its own clock) to the ``time`` (UTC, milliseconds) of the daemon's per-copy JSON
+log record, which is written once the copy is verified. The daemon's own lag histogram,
 which counts from the S3 event time, is scraped before and after every rate as a
 cross-check.
 """
@@ -54,7 +54,7 @@ POLL = 0.2  # seconds between looks at the logs and the queue
 
 @dataclass(frozen=True)
 class Write:
-    """One PUT of the writer, on its own clock (time.time(), as the daemon's log uses)."""
+    """One PUT of the writer, on its own clock (time.time(), as the daemon's log records use)."""
 
     start: float  # time.time() when the PUT was sent: lag counts from here
     end: float  # when it was acknowledged
@@ -414,7 +414,7 @@ def report(bench: LagBench) -> str:
         f"{' '.join(f'{r:g}' for r in bench.rates)} writes/s, {WRITERS} writer threads",
         f"replicator run ×1, then ×2 on one queue: concurrency {o.concurrency} "
         f"({max(1, o.concurrency // 10)} receivers each), feed.wait_time {WAIT_TIME}s, "
-        f"sweep_interval {SWEEP_INTERVAL}s, log level INFO (plain)",
+        f"sweep_interval {SWEEP_INTERVAL}s, log level INFO (--log-format json)",
         "",
         table(bench.steps) if bench.steps else "(no rate was measured)",
         "",
@@ -432,21 +432,22 @@ def report(bench: LagBench) -> str:
 
 METHOD = textwrap.fill(" ".join(f"""
 lag: from the writer sending the PUT (its own clock, so the PUT's own time is included) to the
-time stamp of the first daemon log line reporting the object copied and verified in that region
-(plain log format, milliseconds). A key's regions are copied together and logged when the last
-is done, so the regions' figures are alike by construction. p50/p99: nearest rank over every
-object; max: the largest lag in any region. achieved: writes / time between the first and last
-PUT sent (open loop, {WRITERS} PUTs in flight at most). daemon p99 s: the bucket holding the
-p99 of the daemon's own replicator_replication_lag_seconds (counted from the S3 event time)
-between scrapes before and after the rate, summed over the replicas, worst region. CPU %
-d/s/r/w: CPU of the daemons (summed), the source's moto server (S3 and SQS; one Python process,
-so about 100% is all it can use), the three regions' moto servers (summed) and the writer (this
-process) from the first write until every message was acknowledged, in % of one core (the
-machine's load is in the header). copies by replica: copies each replica logged. A rate passes
-when the writer reached {SUSTAINED:.0%} of it, every copy arrived within {DRAIN_DEADLINE:.0f} s
-of the last write and p99 < {LIMIT:g} s in every region; each region is then listed and
-compared with what was written (etag = md5) and 10 objects per region are read back.
-feed.wait_time {WAIT_TIME} s: moto's ReceiveMessage returns as soon as one message is visible
-(it waits on a Condition that each new message notifies), so the long poll adds no lag. The
-sweep runs only at start-up (interval {SWEEP_INTERVAL} s), so the events path alone is
-measured.""".split()), width=95)
+time of the first daemon log record reporting the object copied and verified in that region
+(--log-format json: its UTC time field, milliseconds). A key's regions are copied together and
+logged when the last is done, so the regions' figures are alike by construction. p50/p99:
+nearest rank over every object; max: the largest lag in any region. achieved: writes / time
+between the first and last PUT sent (open loop, {WRITERS} PUTs in flight at most). daemon p99
+s: the bucket holding the p99 of the daemon's own replicator_replication_lag_seconds (counted
+from the S3 event time) between scrapes before and after the rate, summed over the replicas,
+worst region. CPU % d/s/r/w: CPU of the daemons (summed), the source's moto server (S3 and SQS;
+one Python process, so about 100% is all it can use), the three regions' moto servers (summed)
+and the writer (this process) from the first write until every message was acknowledged, in %
+of one core (the machine's load is in the header). copies by replica: copies each replica
+logged. A rate passes when the writer reached {SUSTAINED:.0%} of it, every copy arrived within
+{DRAIN_DEADLINE:.0f} s of the last write and p99 < {LIMIT:g} s in every region; each region is
+then listed and compared with what was written (etag = md5) and 10 objects per region are read
+back. feed.wait_time {WAIT_TIME} s: moto's ReceiveMessage returns as soon as one message is
+visible (it waits on a Condition that each new message notifies), so the long poll adds no lag.
+The sweep runs only at start-up (interval {SWEEP_INTERVAL} s), so the events path alone is
+measured.
+""".split()), width=95)
