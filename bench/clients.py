@@ -1,12 +1,13 @@
 """`python -m bench.clients`: CPU per request of the data-path client, aiobotocore against obstore.
 
 The small-object targets are bound by the client's CPU per request (see
-RESULTS.md). This is the measured trial DESIGN.md plans before any data path
-moves to obstore: the same PUTs and GETs of small objects against one local
-endpoint, through the replicator's own ``S3Store`` (aiobotocore, with
-Content-MD5, a sha256 checksum and If-Match, as the copier sends them) and
-through obstore (sha256 checksum, etag checked against the md5; If-Match on
-GET). Each client runs twice, alternating; CPU is this process's, all threads.
+docs/performance.md). This is the measured trial DESIGN.md plans before any
+data path moves to obstore: the same PUTs and GETs of small objects against
+one local endpoint, through the replicator's own ``S3Store`` (aiobotocore,
+with Content-MD5, a sha256 checksum and If-Match, as the copier sends them)
+and through obstore (sha256 checksum, etag checked against the md5; If-Match
+on GET). Each client runs twice, alternating; CPU is this process's, all
+threads.
 """
 
 from __future__ import annotations
