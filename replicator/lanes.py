@@ -8,7 +8,9 @@ it by one again, up to the configured concurrency.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 
 
 class Lane:
@@ -17,20 +19,21 @@ class Lane:
     #: Halve at most this often: one burst of 503s is one signal, not twenty.
     COOL_DOWN = 1.0
 
-    def __init__(self, maximum: int) -> None:
+    def __init__(self, maximum: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.maximum = maximum
+        self._clock = clock  # injectable, so tests step through the cool-down without waiting
         self.limit = maximum
         self.active = 0
         self.cuts = 0  # times throttling halved the limit
         self._successes = 0
-        self._last_cut = 0.0
+        self._last_cut = -math.inf  # the first throttle always cuts, however young the clock
 
     @property
     def free(self) -> bool:
         return self.active < self.limit
 
     def throttled(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_cut >= self.COOL_DOWN:
             self._last_cut = now
             self.limit = max(1, self.limit // 2)
