@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,19 @@ def test_a_key_with_a_line_break_cannot_forge_a_plain_log_line(
         assert RECORD.match(line) and not line.startswith(forged[:10]), f"forged: {line!r}"
         assert "\x1b" not in line, f"a terminal escape: {line!r}"
     assert "evil\\r2026-01-01" in stderr
+
+
+def test_json_logs_carry_the_copy_fields(world: World) -> None:
+    world.put("logged", b"12345")
+    proc = subprocess.run([sys.executable, "-m", "replicator", "sync", "-c", str(world.config_file()),
+                           "--log-format", "json"], capture_output=True, text=True, timeout=120,
+                          cwd=world.tmp)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stderr.splitlines()]
+    copies = [r for r in records if r.get("key") == "logged"]
+    assert sorted(r["region"] for r in copies) == sorted(REGIONS)
+    assert all(r["outcome"] == "copied" and r["bytes"] == 5 and r["op"] == "put" and
+               isinstance(r["duration"], float) for r in copies)
+    stamped = datetime.fromisoformat(copies[0]["time"])  # RFC 3339, UTC, milliseconds
+    assert stamped.tzinfo == UTC and copies[0]["time"].endswith("Z")
+    assert re.search(r"\.\d{3}Z$", copies[0]["time"])

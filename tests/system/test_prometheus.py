@@ -28,9 +28,9 @@ import yaml
 
 from testing.motostack import free_port
 
-from .conftest import REGIONS, World, wait_for
+from ..conftest import REGIONS, World, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 ALERT_TESTS = REPO / "deploy" / "prometheus" / "alerts.test.yml"
 SCRAPE_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"

@@ -1,17 +1,17 @@
-"""Metrics, health endpoints, the status page and the auditor, against moto servers."""
+"""Metrics, health endpoints, the status page and the auditor, against moto servers.
+
+`replicator verify` and the JSON log lines, through the command line, are in
+tests/system/test_verify.py and tests/system/test_daemon.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import re
-import subprocess
-import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -20,7 +20,7 @@ from replicator.service import Service
 from testing.faultproxy import FaultProxy
 from testing.motostack import free_port
 
-from .conftest import PART, REGIONS, World, eventually
+from ..conftest import PART, REGIONS, World, eventually
 
 
 def get(url: str) -> tuple[int, str]:
@@ -122,7 +122,7 @@ async def test_a_stuck_region_shows_in_lag_up_and_readyz_until_it_recovers(
             status, body = await eventually(
                 lambda: (r := get(f"{base}/readyz"))[0] == 503 and r, what="/readyz to fail")
             assert list(json.loads(body)["problems"]) == ["r2"]
-            assert "network" in json.loads(body)["problems"]["r2"]
+            assert json.loads(body)["problems"]["r2"].startswith("network: ")
 
             world.put("während", os.urandom(100))
             await eventually(lambda: "während" in world.objects("r1") and
@@ -165,42 +165,12 @@ async def test_a_stuck_region_shows_in_lag_up_and_readyz_until_it_recovers(
             await asyncio.wait_for(daemon, 30)
 
 
-def _verify(world: World, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "replicator", "verify", "-c",
-                           str(world.config_file()), *args],
-                          capture_output=True, text=True, timeout=120, cwd=world.tmp)
-
-
-async def test_verify_reports_drift_made_behind_our_back_and_repair_fixes_it(world: World) -> None:
-    for i in range(6):
-        world.put(f"k{i}", os.urandom(50 + i * PART))
-    async with Service(world.config()) as service:
-        assert await service.sync()
-    r1, r2, r3 = (world.clients[r] for r in REGIONS)
-    r1.delete_object(Bucket=world.buckets["r1"], Key="k1")
-    r2.put_object(Bucket=world.buckets["r2"], Key="k2", Body=b"someone else's bytes")
-    r3.put_object(Bucket=world.buckets["r3"], Key="stray", Body=b"extra")
-
-    found = _verify(world)
-    assert found.returncode == 1, found.stderr
-    lines = found.stdout.splitlines()
-    assert lines[1].split() == ["r1", "5", "1", "0", "0", "DIFFERENT"]
-    assert lines[2].split() == ["r2", "5", "0", "1", "0", "DIFFERENT"]
-    assert lines[3].split() == ["r3", "6", "0", "0", "1", "DIFFERENT"]
-    assert sorted(lines[4:]) == sorted(["  r1  missing     'k1'", "  r2  mismatched  'k2'",
-                                        "  r3  extra       'stray'"])
-
-    repaired = _verify(world, "--repair")
-    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
-    assert world.converged()
-    assert _verify(world).returncode == 0
-
-
 async def test_the_daemon_audits_and_publishes_consistency(world: World) -> None:
     world.put("a", b"1")
     world.put("b", b"2")
     registry = CollectorRegistry()
     stop = asyncio.Event()
+    started = time.time()
     config = world.config(http__listen=f"127.0.0.1:{free_port()}", audit__interval=0.3)
     async with Service(config, registry) as service:
         daemon = asyncio.create_task(service.run(stop))
@@ -212,24 +182,9 @@ async def test_the_daemon_audits_and_publishes_consistency(world: World) -> None
                              what="the audit to repair a replica deleted behind our back")
             await eventually(lambda: registry.get_sample_value(
                 "replicator_consistency_ratio", {"region": "r3"}) == 1.0, what="ratio 1")
-            assert registry.get_sample_value("replicator_last_audit_timestamp_seconds",
-                                             {"region": "r3"}) > 0
+            last_audit = registry.get_sample_value("replicator_last_audit_timestamp_seconds",
+                                                   {"region": "r3"})
+            assert last_audit is not None and started < last_audit <= time.time()
         finally:
             stop.set()
             await asyncio.wait_for(daemon, 30)
-
-
-def test_json_logs_carry_the_copy_fields(world: World) -> None:
-    world.put("logged", b"12345")
-    proc = subprocess.run([sys.executable, "-m", "replicator", "sync", "-c", str(world.config_file()),
-                           "--log-format", "json"], capture_output=True, text=True, timeout=120,
-                          cwd=world.tmp)
-    assert proc.returncode == 0, proc.stderr
-    records = [json.loads(line) for line in proc.stderr.splitlines()]
-    copies = [r for r in records if r.get("key") == "logged"]
-    assert sorted(r["region"] for r in copies) == sorted(REGIONS)
-    assert all(r["outcome"] == "copied" and r["bytes"] == 5 and r["op"] == "put" and
-               isinstance(r["duration"], float) for r in copies)
-    stamped = datetime.fromisoformat(copies[0]["time"])  # RFC 3339, UTC, milliseconds
-    assert stamped.tzinfo == UTC and copies[0]["time"].endswith("Z")
-    assert re.search(r"\.\d{3}Z$", copies[0]["time"])

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from testing.motostack import MotoServer
 
-from .conftest import s3_client
+from ..conftest import s3_client
 
 ENV = {"S3_UPLOAD_PART_MIN_SIZE": "256"}
 MAX_PUT = 64 * 1024
