@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install tools run lint test bench clean
+.PHONY: install tools run lint test test-fast bench clean
 
 install: $(STAMP)
 
@@ -37,9 +37,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The whole suite, as CI runs it: the lint first, then every test.
+# The whole suite, as CI runs it: the lint first, then every test (unit, integration, system).
 test: lint tools
 	$(BIN)/python -m pytest
+
+# The unit layer alone: in-memory fakes, no servers, no processes; seconds, not minutes.
+test-fast: install
+	$(BIN)/python -m pytest tests/unit
 
 # replicator sync against rclone copy, side by side (not part of `make test`);
 # pass options with BENCH_ARGS, e.g. BENCH_ARGS="--workload small --flavour rclone --runs 1".
