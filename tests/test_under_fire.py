@@ -20,8 +20,8 @@ from testing.faultproxy import FaultProxy
 
 from .conftest import PART, REGIONS, World, eventually, wait_for
 
-# Each scenario on every S3 backend, but the slow ones, which are about the daemon (breaker,
-# signals, memory) rather than S3, on plain moto only.
+# Each scenario on every S3 backend, but those about the daemon (breaker, signals, memory, the
+# delete guard) rather than S3, on plain moto only.
 pytestmark = pytest.mark.backends()
 
 
@@ -144,6 +144,7 @@ async def test_8_an_empty_listing_deletes_nothing(world: World) -> None:
     assert all(len(world.objects(r)) == 3 for r in REGIONS)
 
 
+@pytest.mark.backends("moto")  # the delete guard and the CLI, not S3: plain moto is enough
 def test_9_a_pass_over_the_delete_guard_waits_for_approval(world: World) -> None:
     for i in range(6):
         world.put(f"k{i}", b"x")
