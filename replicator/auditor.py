@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .config import Deletes, Replication
 from .copier import replica_is_intact
 from .errors import ReplicatorError
-from .journal import Journal
+from .journal import DeleteGuard
 from .metrics import AUDIT_STATES, Metrics
 from .model import META_SOURCE_ETAG, Change, Kind, Listed
 from .s3 import ObjectStore
@@ -25,6 +26,19 @@ from .s3 import ObjectStore
 log = logging.getLogger(__name__)
 
 SAMPLES = 20  # keys remembered per state, for the report
+
+
+class HeldDeletes(Protocol):
+    """The delete guard's part of the journal (``Journal.listing``): extra replicas wait here."""
+
+    async def hold_deletes(self, keys: list[str]) -> None: ...
+    async def release_deletes(self, regions: list[str], guard: DeleteGuard | None = None) -> int: ...
+
+
+class Repairs(Protocol):
+    """Where the auditor queues the copies it finds missing (``Journal.work``)."""
+
+    async def enqueue(self, change: Change, regions: Iterable[str]) -> None: ...
 
 
 @dataclass
@@ -89,12 +103,13 @@ async def _merge(source: _Cursor, cursors: list[_Cursor]) -> AsyncIterator[
 class Auditor:
     """Compares listings, records the result in metrics, and queues repairs."""
 
-    def __init__(self, source: ObjectStore, regions: dict[str, ObjectStore], journal: Journal,
-                 options: Replication, metrics: Metrics, guard: Deletes) -> None:
+    def __init__(self, source: ObjectStore, regions: dict[str, ObjectStore], deletes: HeldDeletes,
+                 repairs: Repairs, options: Replication, metrics: Metrics, guard: Deletes) -> None:
         self.guard = guard
         self.source = source
         self.regions = regions
-        self.journal = journal
+        self.deletes = deletes
+        self.repairs = repairs
         self.options = options
         self.metrics = metrics
         self.last: dict[str, RegionAudit] = {}
@@ -132,8 +147,8 @@ class Auditor:
 
     async def _delete_extra(self, keys: list[str]) -> None:
         """Extra replicas are deletes the feed missed: they pass the delete guard too."""
-        await self.journal.hold_deletes(keys)
-        released = await self.journal.release_deletes(list(self.regions), self.guard.allows)
+        await self.deletes.hold_deletes(keys)
+        released = await self.deletes.release_deletes(list(self.regions), self.guard.allows)
         if not released:
             log.error("DELETE GUARD: the audit found %d extra objects; their deletes are held. "
                       "Run `replicator approve-deletes -c CONFIG` if they should go.", len(keys))
@@ -169,7 +184,7 @@ class Auditor:
         return "mismatched"
 
     async def _repair(self, region: str, key: str, src: Listed) -> None:
-        await self.journal.enqueue(Change(key, Kind.PUT, src.etag, src.size, src.last_modified,
+        await self.repairs.enqueue(Change(key, Kind.PUT, src.etag, src.size, src.last_modified,
                                           origin=time.time()), [region])
 
     def _publish(self, results: dict[str, RegionAudit]) -> None:

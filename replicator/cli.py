@@ -131,7 +131,7 @@ async def _sync(config: Config) -> int:
             print(f"replicator: sync stopped: {exc}", file=sys.stderr)
             return EXIT_INCOMPLETE
         tally = service.scheduler.tally
-        backlog = await service.journal.backlog(list(service.regions))
+        backlog = await service.journal.report.backlog(list(service.regions))
     print(f"{'region':<20} {'copied':>8} {'skipped':>8} {'deleted':>8} {'failed':>8} {'MiB':>10}")
     for row in backlog:
         t = tally[row.region]
@@ -149,26 +149,26 @@ async def _status(config: Config) -> int:
     try:
         regions = [r.name for r in config.regions]
         now = time.time()
-        health = await journal.health()
+        health = await journal.report.health()
         print(f"{'region':<20} {'pending':>8} {'failed':>8} {'MiB':>10} {'oldest':>10}  breaker")
-        for row in await journal.backlog(regions):
+        for row in await journal.report.backlog(regions):
             oldest = f"{now - row.oldest_origin:.0f}s" if row.oldest_origin else "-"
             state = f"OPEN: {health[row.region]}" if row.region in health else "closed"
             print(f"{row.region:<20} {row.pending:>8} {row.failed:>8} "
                   f"{(row.bytes or 0) / 2**20:>10.1f} {oldest:>10}  {state}")
         if "source" in health:
             print(f"source: {health['source']}")
-        held = await journal.held_deletes()
+        held = await journal.listing.held_deletes()
         if held:
             print(f"\n{held} deletes held back by the delete guard: "
                   "`replicator approve-deletes -c CONFIG` releases them")
-        failures = await journal.failures()
+        failures = await journal.report.failures()
         if failures:
             print("\nitems with errors (region, key, state, attempts, reason: last error):")
         for item in failures:
             print(f"  {item.region}  {item.change.key!r}  {item.state}  {item.attempts}  "
                   f"{item.reason}: {item.error}")
-        busy = any(r.pending or r.failed for r in await journal.backlog(regions))
+        busy = any(r.pending or r.failed for r in await journal.report.backlog(regions))
     finally:
         await journal.close()
     return EXIT_INCOMPLETE if busy else EXIT_OK
@@ -211,7 +211,7 @@ async def _retry(config: Config, region: str | None, key: str | None) -> int:
         return EXIT_CONFIG
     journal = await _open_journal(config.journal.path)
     try:
-        count = await journal.retry_failed(region, key)
+        count = await journal.work.retry_failed(region, key)
     finally:
         await journal.close()
     print(f"re-queued {count} failed items; a running daemon picks them up at once")
@@ -221,7 +221,7 @@ async def _retry(config: Config, region: str | None, key: str | None) -> int:
 async def _approve_deletes(config: Config) -> int:
     journal = await _open_journal(config.journal.path)
     try:
-        count = await journal.release_deletes([r.name for r in config.regions])
+        count = await journal.listing.release_deletes([r.name for r in config.regions])
     finally:
         await journal.close()
     print(f"released {count} held deletes to every region")

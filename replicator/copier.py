@@ -14,11 +14,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from . import errors
 from .budget import ByteBudget
 from .config import Replication
-from .journal import Journal
 from .model import (
     MARKER_KEYS,
     META_CHECKSUM,
@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 THREAD_HASH_MIN = 2**20
 #: Times a copy is planned again after a conditional write found the replica changed.
 REPLANS = 2
+
+
+class UploadLog(Protocol):
+    """What the copier needs from the journal (``Journal.uploads``): multipart uploads open,
+    so that a crash leaves none that a restart cannot abort."""
+
+    async def record_upload(self, region: str, key: str, upload_id: str) -> None: ...
+    async def forget_upload(self, region: str, upload_id: str) -> None: ...
 
 
 def replica_is_current(change: Change, replica: Head | None) -> bool:
@@ -113,7 +121,7 @@ class Copier:
     """Applies one change to the regions that need it and proves every copy."""
 
     def __init__(self, source: ObjectStore, regions: dict[str, ObjectStore], options: Replication,
-                 storage_classes: dict[str, str | None], journal: Journal) -> None:
+                 storage_classes: dict[str, str | None], journal: UploadLog) -> None:
         self.source = source
         self.regions = regions
         self.options = options

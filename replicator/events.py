@@ -18,12 +18,12 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from datetime import datetime
+from typing import Protocol
 from urllib.parse import unquote_plus
 
 from .config import Feed, Replication
 from .errors import ReplicatorError
 from .feed import PollFeed
-from .journal import Journal
 from .metrics import Metrics
 from .model import Change, Kind
 from .queue import Message, SqsQueue
@@ -31,6 +31,18 @@ from .queue import Message, SqsQueue
 log = logging.getLogger(__name__)
 
 SETTLE_EVERY = 0.5  # seconds between looks for messages that can be deleted
+
+
+class EventLedger(Protocol):
+    """What the events feed needs from the journal (``Journal.ledger``)."""
+
+    async def apply_events(self, changes: list[tuple[Change, str | None]], regions: list[str],
+                           message: tuple[str, str] | None) -> int: ...
+    async def settled_messages(self, limit: int = 100) -> list[tuple[str, str]]: ...
+    async def messages_to_extend(self, older_than: float) -> list[tuple[str, str]]: ...
+    async def extended(self, ids: list[str]) -> None: ...
+    async def forget_messages(self, ids: list[str]) -> None: ...
+    async def dead_letter(self, message_id: str, body: str, reason: str) -> None: ...
 
 
 class Malformed(ValueError):
@@ -81,7 +93,7 @@ def parse(body: str) -> list[tuple[Change, str | None]]:
 class EventsFeed:
     """Turns queue messages into journal rows, and acknowledges them when done."""
 
-    def __init__(self, queue: SqsQueue, sweep: PollFeed, journal: Journal,
+    def __init__(self, queue: SqsQueue, sweep: PollFeed, journal: EventLedger,
                  regions: Collection[str], options: Replication, feed: Feed, metrics: Metrics, *,
                  receivers: int, on_changes: Callable[[], None]) -> None:
         self.queue = queue

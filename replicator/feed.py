@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection
+from typing import Protocol
 
 from .config import Deletes, Replication
 from .errors import ReplicatorError
 from .health import Health
-from .journal import Diff, Journal
+from .journal import DeleteGuard, Diff
 from .model import Listed
 from .s3 import ObjectStore
 
@@ -24,10 +25,21 @@ log = logging.getLogger(__name__)
 PAGE = 1000
 
 
+class ListingJournal(Protocol):
+    """What the feed needs from the journal (``Journal.listing``)."""
+
+    async def begin_listing(self) -> None: ...
+    async def stage(self, entries: list[Listed]) -> None: ...
+    async def abandon_listing(self) -> None: ...
+    async def commit_listing(self, regions: list[str], wants: Callable[[str], bool],
+                             replicate_deletes: bool, guard: DeleteGuard,
+                             trusted: bool = True) -> Diff: ...
+
+
 class PollFeed:
     """Turns successive source listings into journal rows."""
 
-    def __init__(self, source: ObjectStore, journal: Journal, regions: Collection[str],
+    def __init__(self, source: ObjectStore, journal: ListingJournal, regions: Collection[str],
                  options: Replication, *, interval: float, on_changes: Callable[[], None],
                  guard: Deletes | None = None, health: Health | None = None,
                  inventory: Callable[[], Awaitable[object]] | None = None) -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Collection, Mapping
+from typing import Protocol
 
 from .errors import ReplicatorError
-from .journal import Journal
 from .s3 import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,16 @@ log = logging.getLogger(__name__)
 PAGE = 1000
 
 
-async def take(journal: Journal, regions: Mapping[str, ObjectStore],
+class InventoryJournal(Protocol):
+    """What taking inventories needs from the journal (``Journal.inventory``)."""
+
+    async def unprobed(self) -> tuple[int, dict[str, int]]: ...
+    async def begin_inventory(self) -> None: ...
+    async def stage_inventory(self, keys: list[str]) -> None: ...
+    async def commit_inventory(self, region: str) -> int: ...
+
+
+async def take(journal: InventoryJournal, regions: Mapping[str, ObjectStore],
                prefixes: Collection[str] = ("",)) -> dict[str, int]:
     """List each region with more rows to probe than its listing costs requests.
 

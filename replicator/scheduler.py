@@ -12,12 +12,13 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from .config import Retry
 from .copier import Copier
 from .health import Health
-from .journal import Journal, Pending
+from .journal import Pending
 from .lanes import Lane
 from .metrics import Metrics
 from .model import Change, Kind, Outcome, RegionResult
@@ -38,10 +39,25 @@ BLOCKED_NAP = 1.0
 PARKED = float("inf")
 
 
+class WorkQueue(Protocol):
+    """What the scheduler needs from the journal (``Journal.work``)."""
+
+    async def due(self, now: float, limit: int, regions: set[str],
+                  busy: set[tuple[str, str]]) -> list[Pending]: ...
+    async def dispatched(self, rows: list[Pending]) -> None: ...
+    async def count(self, *, state: str | None = None, regions: set[str] | None = None) -> int: ...
+    async def next_try(self) -> float | None: ...
+    async def enqueue(self, change: Change, regions: Iterable[str]) -> None: ...
+    async def finish(self, row: Pending) -> bool: ...
+    async def postpone(self, row: Pending, *, reason: str, error: str, next_try: float,
+                       failed: bool) -> None: ...
+    async def revive(self, region: str) -> int: ...
+
+
 class Scheduler:
     """Runs due journal rows through the copier and records every outcome."""
 
-    def __init__(self, journal: Journal, copier: Copier, source: ObjectStore, *,
+    def __init__(self, journal: WorkQueue, copier: Copier, source: ObjectStore, *,
                  regions: list[str], concurrency: int, retry: Retry, replicate_deletes: bool,
                  wants: Callable[[str], bool], metrics: Metrics, health: Health) -> None:
         self.journal = journal

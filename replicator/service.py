@@ -60,13 +60,13 @@ class Service:
         for region in cfg.regions:
             self.regions[region.name] = await self._store(region)
         self.copier = copier = Copier(self.source, self.regions, cfg.replication,
-                                      {r.name: r.storage_class for r in cfg.regions}, self.journal)
-        self.scheduler = Scheduler(self.journal, copier, self.source, regions=list(self.regions),
+                                      {r.name: r.storage_class for r in cfg.regions}, self.journal.uploads)
+        self.scheduler = Scheduler(self.journal.work, copier, self.source, regions=list(self.regions),
                                    concurrency=cfg.replication.concurrency, retry=cfg.retry,
                                    replicate_deletes=cfg.replication.replicate_deletes,
                                    wants=cfg.replication.wants, metrics=self.metrics,
                                    health=self.health)
-        self.feed = PollFeed(self.source, self.journal, self.regions, cfg.replication,
+        self.feed = PollFeed(self.source, self.journal.listing, self.regions, cfg.replication,
                              interval=cfg.feed.poll_interval, on_changes=self.scheduler.wake,
                              guard=cfg.delete_guard, health=self.health,
                              inventory=self._inventory)
@@ -75,11 +75,11 @@ class Service:
             assert cfg.feed.queue is not None
             queue = SqsQueue(await self.clients.client_for(cfg.source, "sqs"), cfg.feed.queue, retry)
             self.events = EventsFeed(
-                queue, self.feed, self.journal, self.regions, cfg.replication, cfg.feed,
+                queue, self.feed, self.journal.ledger, self.regions, cfg.replication, cfg.feed,
                 self.metrics, receivers=max(1, cfg.replication.concurrency // 10),
                 on_changes=self.scheduler.wake)
-        self.auditor = Auditor(self.source, self.regions, self.journal, cfg.replication,
-                               self.metrics, cfg.delete_guard)
+        self.auditor = Auditor(self.source, self.regions, self.journal.listing, self.journal.work,
+                               cfg.replication, self.metrics, cfg.delete_guard)
         return self
 
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
@@ -126,13 +126,13 @@ class Service:
                 self.metrics.add_region(region.name)
                 self.health.add(region.name)
                 self.scheduler.lanes[region.name] = Lane(new.replication.concurrency)
-                queued = await self.journal.backfill(region.name, new.replication.wants)
+                queued = await self.journal.work.backfill(region.name, new.replication.wants)
                 log.info("new region %s: %d objects queued for backfill", region.name, queued)
         for name in set(old) - {r.name for r in new.regions}:
             for table in (self.regions, self.scheduler.lanes, self.copier.storage_classes):
                 table.pop(name, None)
             self.health.problems.pop(name, None)
-            dropped = await self.journal.forget_region(name)
+            dropped = await self.journal.work.forget_region(name)
             log.warning("region %s removed from the config: %d pending items dropped", name, dropped)
         self.retry.policy = new.retry
         self.copier.options = self.feed.options = self.auditor.options = new.replication
@@ -154,7 +154,8 @@ class Service:
         """List the regions in service that have many copies to probe (see inventory.py)."""
         allowed = self.health.allowed(list(self.regions))
         serving = {n: s for n, s in self.regions.items() if n in allowed}
-        await inventory.take(self.journal, serving, self.config.replication.include_prefixes or ("",))
+        await inventory.take(self.journal.inventory, serving,
+                             self.config.replication.include_prefixes or ("",))
 
     def _retried(self, name: str, exc: BaseException) -> None:
         self.metrics.retries.labels(name).inc()
@@ -173,30 +174,30 @@ class Service:
             except ReplicatorError as exc:
                 self.health.down(name, exc.reason, str(exc))
                 if name in self.regions:
-                    await self.journal.note_region(name, exc.reason, str(exc))
+                    await self.journal.work.note_region(name, exc.reason, str(exc))
                 return
             if self.health.ok(name) and name in self.regions:
-                await self.journal.revive(name)
+                await self.journal.work.revive(name)
                 self.scheduler.wake()
         await asyncio.gather(probe("source", self.source),
                              *(probe(n, s) for n, s in self.regions.items()))
-        await self.journal.save_health(self.health.problems)
+        await self.journal.report.save_health(self.health.problems)
 
     async def recover(self) -> None:
         """Abort multipart uploads a previous run left open (a crash, a kill -9)."""
-        for region, key, upload_id in await self.journal.uploads():
+        for region, key, upload_id in await self.journal.uploads.open_uploads():
             store = self.regions.get(region)
             with contextlib.suppress(ReplicatorError):
                 if store is not None:
                     await store.abort_upload(key, upload_id)
-                await self.journal.forget_upload(region, upload_id)
+                await self.journal.uploads.forget_upload(region, upload_id)
                 log.info("aborted multipart upload left by a previous run: key=%r region=%s",
                          key, region)
         # An upload created just before a crash may not have reached the journal:
         # abort any open upload of a key that still has work pending in that region.
         for region, store in self.regions.items():
             with contextlib.suppress(ReplicatorError):
-                pending = await self.journal.pending_keys(region)
+                pending = await self.journal.work.pending_keys(region)
                 for key, upload_id in await store.open_uploads():
                     if key in pending:
                         await store.abort_upload(key, upload_id)
@@ -208,7 +209,7 @@ class Service:
         await self.recover()
         await self.feed.poll_once()
         await self.drain()
-        return await self.journal.count() == 0
+        return await self.journal.work.count() == 0
 
     async def drain(self) -> None:
         """Run the scheduler until nothing is pending; a region out of service fails its rows."""
@@ -218,7 +219,7 @@ class Service:
             problem = self.health.problems.get(region)
             if problem is not None:
                 reason, _, error = problem.partition(": ")
-                await self.journal.fail_region(region, reason, error)
+                await self.journal.work.fail_region(region, reason, error)
 
     async def run(self, stop: asyncio.Event) -> None:
         """The daemon: serve HTTP, poll, copy and audit until ``stop``, then drain."""
@@ -259,7 +260,7 @@ class Service:
     async def observe(self) -> None:
         """Refresh the gauges that describe the backlog from the journal."""
         now = time.time()
-        for row in await self.journal.backlog(list(self.regions)):
+        for row in await self.journal.report.backlog(list(self.regions)):
             self.metrics.backlog_objects.labels(row.region).set(row.pending + row.failed)
             self.metrics.backlog_bytes.labels(row.region).set(row.bytes or 0)
             self.metrics.failed_objects.labels(row.region).set(row.failed)
@@ -267,17 +268,17 @@ class Service:
             self.metrics.oldest_pending_age.labels(row.region).set(age)
         for name, lane in self.scheduler.lanes.items():
             self.metrics.concurrency.labels(name).set(lane.limit)
-        self.metrics.deletes_held.set(await self.journal.held_deletes())
+        self.metrics.deletes_held.set(await self.journal.listing.held_deletes())
         if now - self._replicas_counted >= REPLICA_COUNT_EVERY:
             self._replicas_counted = now
-            for count, n in (await self.journal.replica_counts(len(self.regions))).items():
+            for count, n in (await self.journal.report.replica_counts(len(self.regions))).items():
                 self.metrics.replica_count.labels(str(count)).set(n)
 
     async def snapshot(self) -> dict[str, Any]:
         """Everything /status shows, as plain data."""
         now = time.time()
-        backlog = {b.region: b for b in await self.journal.backlog(list(self.regions))}
-        reasons = await self.journal.reasons()
+        backlog = {b.region: b for b in await self.journal.report.backlog(list(self.regions))}
+        reasons = await self.journal.report.reasons()
         regions = {}
         for name in self.regions:
             b = backlog[name]
@@ -297,6 +298,6 @@ class Service:
                     "age_seconds": now - self.auditor.last_finished, "counts": audit.counts,
                     "consistent": audit.consistent, "error": audit.error},
             }
-        return {"time": now, "regions": regions, "deletes_held": await self.journal.held_deletes(),
+        return {"time": now, "regions": regions, "deletes_held": await self.journal.listing.held_deletes(),
                 "source": {"bucket": self.config.source.bucket, "up": "source" not in self.health.problems,
                            "problem": self.health.problems.get("source")}}

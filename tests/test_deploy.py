@@ -648,13 +648,13 @@ async def record_every_call(world: World, monkeypatch: pytest.MonkeyPatch) -> Re
     src.complete_multipart_upload(Bucket=bucket, Key="multi", UploadId=upload, MultipartUpload={
         "Parts": [{"PartNumber": n, "ETag": e} for n, e in zip((1, 2), etags, strict=True)]})
     async with Service(world.config()) as service:
-        assert await service.sync(), await service.journal.failures()
+        assert await service.sync(), await service.journal.report.failures()
         # A multipart upload a crash left open, and a delete at the source.
         region, region_bucket = "r1", world.buckets["r1"]
         orphan = world.clients[region].create_multipart_upload(Bucket=region_bucket, Key="orphan")
-        await service.journal.record_upload(region, "orphan", orphan["UploadId"])
+        await service.journal.uploads.record_upload(region, "orphan", orphan["UploadId"])
         src.delete_object(Bucket=bucket, Key="gone.txt")
-        assert await service.sync(), await service.journal.failures()
+        assert await service.sync(), await service.journal.report.failures()
         # A replica lost behind the service's back: the audit finds and repairs it.
         world.clients["r2"].delete_object(Bucket=world.buckets["r2"], Key="tagged.txt")
         await service.auditor.audit(repair=True)

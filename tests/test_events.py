@@ -136,7 +136,8 @@ async def test_a_replayed_older_event_never_wins_and_deletes_come_from_the_sweep
             await eventually(lambda: "doomed" not in world.objects("r3"), what="the sweep's delete")
 
             async def quiet() -> bool:
-                return await service.journal.count() == 0 and not await service.journal.settled_messages()
+                journal = service.journal
+                return await journal.work.count() == 0 and not await journal.ledger.settled_messages()
             await eventually(quiet, what="the replayed events handled")
             assert all(world.objects(r)["hot"] == world.objects("source")["hot"] for r in REGIONS)
             assert world.converged()
@@ -168,7 +169,7 @@ async def test_a_message_whose_copy_keeps_failing_reaches_the_dead_letter_queue(
                 # Receiving is what moves an over-received message aside in SQS (and moto).
                 return await asyncio.to_thread(in_dlq)
             await eventually(dead, timeout=60, what="the message in the dead-letter queue")
-            reasons = {(f.change.key, f.region, f.reason) for f in await service.journal.failures()}
+            reasons = {(f.change.key, f.region, f.reason) for f in await service.journal.report.failures()}
             assert ("cursed", "r2", "no_such_bucket") in reasons
         finally:
             stop.set()

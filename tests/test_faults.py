@@ -32,16 +32,16 @@ async def test_a_down_region_waits_with_a_reason_while_the_others_complete(
             want = await asyncio.to_thread(world.objects, "source")
             await eventually(lambda: world.objects("r1") == want and world.objects("r3") == want,
                              what="the healthy regions to complete")
-            backlog = {b.region: b for b in await service.journal.backlog(list(REGIONS))}
+            backlog = {b.region: b for b in await service.journal.report.backlog(list(REGIONS))}
             assert backlog["r1"].pending == backlog["r3"].pending == 0
             assert backlog["r2"].pending + backlog["r2"].failed == 5
-            reasons = {(f.region, f.reason) for f in await service.journal.failures()}
+            reasons = {(f.region, f.reason) for f in await service.journal.report.failures()}
             assert reasons == {("r2", "network")}
 
             proxies["r2"].refuse(False)
             await eventually(world.converged, what="the region to catch up after it returns")
             async def journal_empty() -> bool:
-                return await service.journal.count() == 0
+                return await service.journal.work.count() == 0
             await eventually(journal_empty, what="an empty journal")
         finally:
             stop.set()
@@ -80,13 +80,13 @@ async def test_a_listing_that_fails_part_way_deletes_nothing(
         assert await service.sync()
         store = S3Store("source", await service.clients.client_for(service.config.source),
                         world.buckets["source"], RequestRetry(service.config.retry), list_page=2)
-        feed = PollFeed(store, service.journal, list(REGIONS), service.config.replication,
+        feed = PollFeed(store, service.journal.listing, list(REGIONS), service.config.replication,
                         interval=1, on_changes=lambda: None)
         proxies["source"].fail(1.0, status=500, code="InternalError",
                                path_contains="continuation-token")
         with pytest.raises(ReplicatorError):
             await feed.poll_once()
-        assert await service.journal.count() == 0
+        assert await service.journal.work.count() == 0
         proxies["source"].fail(0)
         world.source.delete_object(Bucket=world.buckets["source"], Key="k0")
         diff = await feed.poll_once()

@@ -49,7 +49,7 @@ def _kms_default(world: World, name: str) -> None:
 
 async def _sync(config: Config) -> Service:
     async with Service(config) as service:
-        assert await service.sync(), await service.journal.failures()
+        assert await service.sync(), await service.journal.report.failures()
     return service
 
 
@@ -148,7 +148,7 @@ async def test_an_archived_source_is_parked_with_its_reason_not_retried(world: W
     world.put("warm", b"fine")
     async with Service(world.config()) as service:
         assert not await service.sync()
-        failures = await service.journal.failures()
+        failures = await service.journal.report.failures()
         assert {(f.change.key, f.reason) for f in failures} == {("cold", "archived")}
         assert all(f.next_try == float("inf") for f in failures)
         report = await service.auditor.audit()
@@ -190,7 +190,7 @@ async def test_parts_too_large_to_mirror_are_cut_and_a_corrupt_read_is_still_cau
     source_etag = _multipart(world, "big-parts", [os.urandom(1200), os.urandom(1300), os.urandom(40)])
     proxies["source"].flip_response_body(count=1, methods={"GET"}, path_contains="/big-parts")
     async with Service(world.config()) as service:
-        assert await service.sync(), await service.journal.failures()
+        assert await service.sync(), await service.journal.report.failures()
         tallies = {r: dict(service.scheduler.tally[r]) for r in REGIONS}
         report = await service.auditor.audit()
     assert all(t["failed"] == 1 and t["copied"] == 1 and not t.get("unproven")

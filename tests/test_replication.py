@@ -20,7 +20,7 @@ pytestmark = pytest.mark.backends()
 
 async def sync(world: World, **overrides: object) -> Service:
     async with Service(world.config(**overrides)) as service:
-        assert await service.sync(), await service.journal.failures()
+        assert await service.sync(), await service.journal.report.failures()
     return service
 
 

@@ -30,7 +30,7 @@ async def run_daemon(service: Service, stop: asyncio.Event) -> asyncio.Task[None
 
 
 async def journal_empty(service: Service) -> bool:
-    return await service.journal.count() == 0
+    return await service.journal.work.count() == 0
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ async def test_1_a_refusing_region_never_holds_back_the_others(
             want = await asyncio.to_thread(world.etags, "source")
             await eventually(lambda: world.etags("r1") == want and world.etags("r3") == want,
                              timeout=120, what="regions 1 and 3 to complete while region 2 is down")
-            assert await service.journal.count() == 1000  # region 2's work, waiting in the journal
+            assert await service.journal.work.count() == 1000  # region 2's work, waiting in the journal
             assert "r2" in service.health.problems
             proxies["r2"].refuse(False)
             await eventually(lambda: world.etags("r2") == want, timeout=120,
@@ -70,7 +70,7 @@ async def test_2_sustained_throttling_slows_the_region_and_loses_nothing(
         assert await service.sync()
         lanes = service.scheduler.lanes
         assert lanes["r3"].cuts > 0 and lanes["r1"].cuts == 0
-        assert await service.journal.count(state="failed") == 0
+        assert await service.journal.work.count(state="failed") == 0
     assert registry.get_sample_value("replicator_retries_total", {"region": "r3"}) > 0
     assert registry.get_sample_value("replicator_retries_total", {"region": "r1"}) == 0
     assert world.converged()
@@ -108,9 +108,9 @@ async def test_6_a_crash_between_verify_and_journal_update_redoes_nothing(
         proxy.reset()
     registry = CollectorRegistry()
     async with Service(world.config(), registry) as service:
-        assert await service.journal.count() == 15
+        assert await service.journal.work.count() == 15
         await service.drain()
-        assert await service.journal.count() == 0
+        assert await service.journal.work.count() == 0
         assert {r: dict(service.scheduler.tally[r]) for r in REGIONS} == {
             r: {"skipped": 5, "bytes": 0} for r in REGIONS}
     assert all(proxies[r].requests["PUT"] == 0 and proxies[r].requests["POST"] == 0 for r in REGIONS)
@@ -126,7 +126,7 @@ async def test_7_a_source_object_deleted_mid_copy_ends_absent_everywhere(world: 
         for key in ("doomed", "doomed-big"):
             world.source.delete_object(Bucket=world.buckets["source"], Key=key)
         await service.drain()
-        assert await service.journal.count() == 0
+        assert await service.journal.work.count() == 0
     for region in REGIONS:
         assert sorted(world.objects(region)) == ["keep"]
 
@@ -180,7 +180,7 @@ async def test_10_a_missing_bucket_fails_plainly_and_heals_when_created(world: W
                              world.objects("r2"), what="the healthy regions")
 
             async def reasons() -> set[tuple[str, str | None]]:
-                return {(f.region, f.reason) for f in await service.journal.failures()}
+                return {(f.region, f.reason) for f in await service.journal.report.failures()}
 
             async def stamped() -> bool:
                 return await reasons() == {("r3", "no_such_bucket")}

@@ -116,40 +116,41 @@ def test_item_delay_grows_then_settles_on_the_failed_interval() -> None:
 
 async def test_journal_diffs_listings_and_only_removes_the_change_it_verified(tmp_path: Path) -> None:
     journal = await Journal(tmp_path / "j.db").open()
+    listing, work = journal.listing, journal.work
     try:
         regions = ["a", "b"]
-        await journal.begin_listing()
-        await journal.stage([Listed("k1", "e1", 1, 10.0), Listed("k2", "e2", 2, 10.0)])
-        diff = await journal.commit_listing(regions, lambda k: True, True, lambda *a: True)
+        await listing.begin_listing()
+        await listing.stage([Listed("k1", "e1", 1, 10.0), Listed("k2", "e2", 2, 10.0)])
+        diff = await listing.commit_listing(regions, lambda k: True, True, lambda *a: True)
         assert (diff.puts, diff.deletes, diff.listed) == (2, 0, 2)
-        assert await journal.count() == 4
+        assert await work.count() == 4
 
         # A newer change of k1 arrives while the old one is being copied.
-        old = next(p for p in await journal.due(1e12, 10, {"a", "b"}, set()) if p.change.key == "k1")
-        await journal.begin_listing()
-        await journal.stage([Listed("k1", "e1b", 1, 11.0), Listed("k2", "e2", 2, 10.0)])
-        assert (await journal.commit_listing(regions, lambda k: True, True, lambda *a: True)).puts == 1
-        assert not await journal.finish(old)  # the newer change stays queued
-        due = await journal.due(1e12, 10, {"a", "b"}, set())
+        old = next(p for p in await work.due(1e12, 10, {"a", "b"}, set()) if p.change.key == "k1")
+        await listing.begin_listing()
+        await listing.stage([Listed("k1", "e1b", 1, 11.0), Listed("k2", "e2", 2, 10.0)])
+        assert (await listing.commit_listing(regions, lambda k: True, True, lambda *a: True)).puts == 1
+        assert not await work.finish(old)  # the newer change stays queued
+        due = await work.due(1e12, 10, {"a", "b"}, set())
         rows = {(p.change.key, p.region): p.change.etag for p in due}
         assert rows[("k1", "a")] == "e1b"
 
         # A listing that never completes changes nothing; a complete one without k2 deletes it.
-        await journal.begin_listing()
-        await journal.stage([Listed("k1", "e1b", 1, 11.0)])
-        await journal.abandon_listing()
-        await journal.begin_listing()
-        await journal.stage([Listed("k1", "e1b", 1, 11.0)])
-        assert (await journal.commit_listing(regions, lambda k: True, True, lambda *a: True)).deletes == 1
-        kinds = {(p.change.key, p.change.kind) for p in await journal.due(1e12, 10, {"a", "b"}, set())}
+        await listing.begin_listing()
+        await listing.stage([Listed("k1", "e1b", 1, 11.0)])
+        await listing.abandon_listing()
+        await listing.begin_listing()
+        await listing.stage([Listed("k1", "e1b", 1, 11.0)])
+        assert (await listing.commit_listing(regions, lambda k: True, True, lambda *a: True)).deletes == 1
+        kinds = {(p.change.key, p.change.kind) for p in await work.due(1e12, 10, {"a", "b"}, set())}
         assert ("k2", Kind.DELETE) in kinds
 
-        row = (await journal.due(1e12, 1, {"a", "b"}, set()))[0]
-        await journal.postpone(row, reason="network", error="refused", next_try=2e12, failed=True)
-        failed = await journal.failures()
+        row = (await work.due(1e12, 1, {"a", "b"}, set()))[0]
+        await work.postpone(row, reason="network", error="refused", next_try=2e12, failed=True)
+        failed = await journal.report.failures()
         assert [(f.change.key, f.region, f.state, f.attempts, f.reason) for f in failed] == [
             (row.change.key, row.region, "failed", 1, "network")]
-        assert row.change.key not in {p.change.key for p in await journal.due(1e12, 10, {"a", "b"}, set())
+        assert row.change.key not in {p.change.key for p in await work.due(1e12, 10, {"a", "b"}, set())
                                       if p.region == row.region}
     finally:
         await journal.close()
