@@ -1,5 +1,6 @@
 """Where AWS is stricter than moto, as pure rules: part plans, read proofs, write proofs,
-error mapping. Milliseconds each; the same behaviours end to end are in test_real_s3.py."""
+error mapping. Milliseconds each; the same behaviours end to end are in
+tests/integration/test_real_s3.py."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from replicator.model import META_SOURCE_ETAG, META_SOURCE_MTIME
 from replicator.service import Service
 from testing.faultproxy import FaultProxy
 
-from .conftest import PART, REGIONS, THRESHOLD, World, eventually
+from ..conftest import PART, REGIONS, THRESHOLD, World, eventually
 
 pytestmark = pytest.mark.backends()
 

@@ -15,7 +15,7 @@ from replicator.s3 import S3Store
 from replicator.service import Service
 from testing.faultproxy import FaultProxy
 
-from .conftest import PART, REGIONS, World, eventually
+from ..conftest import PART, REGIONS, World, eventually
 
 pytestmark = pytest.mark.backends()
 
