@@ -25,9 +25,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from replicator.clients import Clients
 from replicator.config import Endpoint, Retry
 from replicator.retry import RequestRetry
-from replicator.s3 import Clients, NewObject, S3Store
+from replicator.s3 import NewObject, S3Store
 from replicator.verifier import digest
 
 from . import data, servers

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from . import inventory
 from .auditor import Auditor
+from .clients import Clients
 from .config import Config, Region
 from .copier import Copier
 from .errors import ConfigError, ReplicatorError, Throttled
@@ -24,7 +25,7 @@ from .lanes import Lane
 from .metrics import Metrics
 from .queue import SqsQueue
 from .retry import RequestRetry
-from .s3 import Clients, ObjectStore, S3Store
+from .s3 import ObjectStore, S3Store
 from .scheduler import Scheduler
 from .server import StatusServer
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .clients import Clients
 from .config import Config
 from .errors import NoSuchQueue
-from .s3 import Clients, translated
+from .s3 import translated
 
 
 async def _queue(sqs: Any, name: str, changes: list[str]) -> tuple[str, str]:

@@ -18,7 +18,7 @@ import yaml
 from botocore import xform_name
 from botocore.client import BaseClient
 
-from replicator import s3 as s3_module
+from replicator import clients as clients_module
 from replicator.service import Service
 
 from ..conftest import World
@@ -157,12 +157,12 @@ async def record_every_call(world: World, monkeypatch: pytest.MonkeyPatch) -> Re
     """Copy, overwrite, delete, recover from a crash and repair, recording every call made."""
     recorder = Recorder()
 
-    class RecordingSession(s3_module.AioSession):  # type: ignore[misc]
+    class RecordingSession(clients_module.AioSession):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.register("before-parameter-build", recorder)
 
-    monkeypatch.setattr(s3_module, "AioSession", RecordingSession)
+    monkeypatch.setattr(clients_module, "AioSession", RecordingSession)
     src, bucket = world.source, world.buckets["source"]
     world.put("tagged.txt", b"t" * 100, Tagging="team=storage")
     world.put("gone.txt", b"bye")
