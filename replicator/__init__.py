@@ -3,6 +3,6 @@
 from .config import Config
 from .errors import ConfigError, ReplicatorError
 from .service import Service
+from .version import VERSION as __version__
 
-__all__ = ["Config", "ConfigError", "ReplicatorError", "Service"]
-__version__ = "0.1.0"
+__all__ = ["Config", "ConfigError", "ReplicatorError", "Service", "__version__"]

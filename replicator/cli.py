@@ -150,14 +150,12 @@ async def _status(config: Config) -> int:
         regions = [r.name for r in config.regions]
         now = time.time()
         health = await journal.report.health()
-        print(f"{'region':<20} {'pending':>8} {'failed':>8} {'MiB':>10} {'oldest':>10}  breaker")
+        print(f"{'region':<20} {'pending':>8} {'failed':>8} {'MiB':>10} {'oldest':>10}  state")
         for row in await journal.report.backlog(regions):
             oldest = f"{now - row.oldest_origin:.0f}s" if row.oldest_origin else "-"
-            state = f"OPEN: {health[row.region]}" if row.region in health else "closed"
             print(f"{row.region:<20} {row.pending:>8} {row.failed:>8} "
-                  f"{(row.bytes or 0) / 2**20:>10.1f} {oldest:>10}  {state}")
-        if "source" in health:
-            print(f"source: {health['source']}")
+                  f"{(row.bytes or 0) / 2**20:>10.1f} {oldest:>10}  {_up_or_down(health, row.region)}")
+        print(f"source: {_up_or_down(health, 'source')}")
         held = await journal.listing.held_deletes()
         if held:
             print(f"\n{held} deletes held back by the delete guard: "
@@ -172,6 +170,12 @@ async def _status(config: Config) -> int:
     finally:
         await journal.close()
     return EXIT_INCOMPLETE if busy else EXIT_OK
+
+
+def _up_or_down(health: dict[str, str], name: str) -> str:
+    """In the words of ``replicator_region_up``/``replicator_source_up`` and /status: what the
+    daemon's last probe saw (only problems are recorded)."""
+    return f"DOWN: {health[name]}" if name in health else "up"
 
 
 async def _verify(config: Config, prefix: str, repair: bool) -> int:

@@ -46,7 +46,7 @@ async def test_counters_equal_what_a_sync_replicated(world: World) -> None:
     registry = CollectorRegistry()
     async with Service(world.config(), registry) as service:
         assert await service.sync()
-        await service.observe()
+        await service.status.observe()
     for region in REGIONS:
         assert sample(registry, "replicator_objects_replicated_total", region=region,
                       operation="put") == len(sizes)
@@ -56,7 +56,7 @@ async def test_counters_equal_what_a_sync_replicated(world: World) -> None:
         assert sample(registry, "replicator_backlog_objects", region=region) == 0
         assert sample(registry, "replicator_oldest_pending_age_seconds", region=region) == 0
         assert sample(registry, "replicator_region_up", region=region) == 1
-    assert sample(registry, "replicator_objects_by_replica_count", replicas="3") == len(sizes)
+    assert sample(registry, "replicator_objects_by_replicas", replicas="3") == len(sizes)
 
     # A second pass with the journal lost finds everything in place: nothing is counted twice.
     os.remove(world.tmp / "journal.db")

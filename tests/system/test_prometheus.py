@@ -8,6 +8,7 @@ fails here rather than on an operator's screen.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -37,8 +38,11 @@ SCRAPE_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "replicator.json"
 DATASOURCE = "${datasource}"
 #: What Grafana puts in place of its variables, as the live test queries them.
-GRAFANA_VARIABLES = {"$region": ".*", "$__rate_interval": "1m", "$__interval": "15s",
-                     "$__range": "5m"}
+GRAFANA_VARIABLES = {"$region": ".*", "$job": ".*", "$instance": ".*", "$__rate_interval": "1m",
+                     "$__interval": "15s", "$__range": "5m"}
+#: What every selector of a replicator_* family on the dashboard must carry, so that two
+#: daemons scraped by one Prometheus are never summed into one line.
+DAEMON_FILTER = ('job=~"$job"', 'instance=~"$instance"')
 LAG_P99 = ("histogram_quantile(0.99, sum by (region, le) "
            "(rate(replicator_replication_lag_seconds_bucket[1m])))")
 CAUGHT_UP = ("replicator_consistency_ratio == 1 and replicator_last_audit_timestamp_seconds > 0 "
@@ -113,9 +117,16 @@ def test_dashboard_panels_query_the_datasource_variable() -> None:
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    region = variables["region"]
-    assert region["definition"] == "label_values(replicator_region_up, region)"
-    assert region["multi"] and region["datasource"]["uid"] == DATASOURCE
+    job, instance, region = variables["job"], variables["instance"], variables["region"]
+    assert job["definition"] == "label_values(replicator_build_info, job)"
+    assert instance["definition"] == 'label_values(replicator_build_info{job=~"$job"}, instance)'
+    assert region["definition"] == ('label_values(replicator_region_up{job=~"$job", '
+                                    'instance=~"$instance"}, region)')
+    for variable in (job, instance, region):
+        assert variable["datasource"]["uid"] == DATASOURCE, variable["name"]
+        assert variable["query"]["query"] == variable["definition"], variable["name"]
+    assert instance["multi"] and region["multi"]
+    assert list(variables) == ["datasource", "job", "instance", "region"]  # the order they filter in
     ids = [panel["id"] for panel in board["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     for panel in board["panels"]:
@@ -128,6 +139,9 @@ def test_dashboard_panels_query_the_datasource_variable() -> None:
             # A query of a per-region family that ignores the region picker is a bug.
             if "region" in target["expr"]:
                 assert 'region=~"$region"' in target["expr"], (panel["title"], target["expr"])
+            for selector in re.finditer(r"(?<![\w:])(replicator_\w+)(\{[^}]*\})?", target["expr"]):
+                matchers = selector.group(2) or ""
+                assert all(m in matchers for m in DAEMON_FILTER), (panel["title"], selector.group(0))
 
 
 # -- a real Prometheus scraping a real daemon ---------------------------------------------------
@@ -226,6 +240,20 @@ def daemon(world: World) -> Iterator[str]:
         assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
 
 
+def test_a_live_scrape_passes_promtool_check_metrics(daemon: str) -> None:
+    """The exposition itself: names Prometheus's lint accepts (no gauge named ``…_count``),
+    no ``_created`` series doubling every counter and histogram, and the build's version."""
+    with urllib.request.urlopen(f"http://{daemon}/metrics", timeout=10) as response:
+        scrape = response.read()
+    proc = subprocess.run([binary("promtool"), "check", "metrics"], input=scrape,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()
+    text = scrape.decode()
+    assert "_created" not in text
+    version = importlib.metadata.version("replicator")
+    assert f'replicator_build_info{{version="{version}"}} 1.0' in text.splitlines()
+
+
 @pytest.mark.slow
 def test_real_prometheus_evaluates_every_rule_and_dashboard_query(
         daemon: str, tmp_path: Path) -> None:
@@ -250,9 +278,13 @@ def test_real_prometheus_evaluates_every_rule_and_dashboard_query(
         for expr in ("replicator_oldest_pending_age_seconds", "replicator_backlog_objects",
                      "replicator_backlog_bytes", LAG_P99):
             assert prometheus.regions(expr) == set(REGIONS), expr
-        # The dashboard's region picker: label_values(replicator_region_up, region).
+        # The dashboard's region picker: label_values(replicator_region_up{…}, region).
         picker = prometheus.api("label/region/values", **{"match[]": "replicator_region_up"})
         assert set(picker["data"]) == set(REGIONS)
+        # The job and instance pickers: label_values(replicator_build_info, job / instance).
+        for label, values in (("job", {"replicator"}), ("instance", {daemon})):
+            picker = prometheus.api(f"label/{label}/values", **{"match[]": "replicator_build_info"})
+            assert set(picker["data"]) == values, label
 
         # Every replicator_* family a rule or panel names is one the daemon exports
         # (names inside recording-rule names, which contain ':', do not count).
