@@ -1,4 +1,5 @@
-"""Command line: ``replicator run | sync | status | verify -c FILE``.
+"""Command line: ``replicator run | sync | status | verify … -c FILE`` (``-c`` defaults to
+``$REPLICATOR_CONFIG``), ``replicator completion bash|zsh``, ``replicator --version``.
 
 Exit codes: 0 success, 1 work not (yet) verified, 2 bad configuration or bad input
 that a restart cannot fix (an unusable journal path, a port in use, a bad
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sqlite3
 import sys
@@ -16,22 +18,30 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import shtab
+
 from . import logs
 from .config import Config
 from .errors import ConfigError, ReplicatorError
 from .journal import Journal
 from .service import Service
 from .setup_events import setup_events
+from .version import VERSION
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
 #: Commands that read or write only the journal, never S3.
 JOURNAL_ONLY = frozenset({"status", "retry", "approve-deletes"})
+#: Where ``-c`` comes from when it is not given.
+CONFIG_VARIABLE = "REPLICATOR_CONFIG"
+SHELLS = ("bash", "zsh")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="replicator", description=(
         "Keep three regional copies of an S3 bucket: copy every change, prove every copy."))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
+    default_config = os.environ.get(CONFIG_VARIABLE) or None
     for name, text in (("run", "run the daemon until SIGTERM/SIGINT"),
                        ("sync", "one pass: replicate what differs, exit 0 when all is verified"),
                        ("status", "backlog and failures per region, from the journal"),
@@ -41,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
                        ("setup-events", "create or check the SQS queues and bucket notifications "
                                         "of the events feed")):
         cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("-c", "--config", required=True, help="YAML configuration file")
+        config = cmd.add_argument("-c", "--config", default=default_config,
+                                  help=f"YAML configuration file (default: ${CONFIG_VARIABLE})")
+        config.complete = shtab.FILE  # type: ignore[attr-defined]  # how shtab is told: a path
+        cmd.set_defaults(command_parser=cmd)  # so a missing -c is reported with this usage
         cmd.add_argument("--log-format", choices=("plain", "json"), default="plain")
         cmd.add_argument("--log-level", default="INFO")
         if name == "verify":
@@ -51,11 +64,20 @@ def _parser() -> argparse.ArgumentParser:
         if name == "retry":
             cmd.add_argument("--region", help="only this region's failed items")
             cmd.add_argument("--key", help="only this key")
+    text = "print the shell completion script (bash: source it; zsh: save it as _replicator on $fpath)"
+    sub.add_parser("completion", help=text, description=text).add_argument("shell", choices=SHELLS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        print(shtab.complete(parser, shell=args.shell), end="")
+        return EXIT_OK
+    if args.config is None:  # exits 2, as argparse does for any missing argument
+        args.command_parser.error(
+            f"the following arguments are required: -c/--config (or set {CONFIG_VARIABLE})")
     try:
         logs.setup(args.log_format, args.log_level)
     except ValueError as exc:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
@@ -21,6 +22,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     ValidationError,
@@ -30,18 +32,20 @@ from pydantic import (
 from .errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+#: ``${NAME}`` as the loader hands it to YAML: ``{`` and ``}`` would open and close a mapping
+#: in flow style (``{key: ${NAME}}``), these private-use characters are plain text anywhere,
+#: and the width is the same, so YAML's error columns still match the file.
+_HIDDEN_REF = re.compile("\\$\ue000([A-Za-z_][A-Za-z0-9_]*)\ue001")
+#: The sizes ByteSize is given: bytes, or a number and one of B, KB…PB (powers of 10) and
+#: KiB…PiB (powers of 2), as before. ByteSize alone would also take bare letters (``8M``: a
+#: million bytes to it, 8 MiB to rclone and docker), bits, and words after the unit.
+_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*([KMGTP]i?B|B)?\s*$", re.IGNORECASE)
 
 
 def _parse_size(value: Any) -> Any:
-    """Accept sizes as bytes (``8388608``) or with a unit (``8MiB``, ``64 MB``)."""
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if not match:
-            raise ValueError("not a size: use bytes or a unit such as 8MiB")
-        return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+    """Refuse a size whose unit could be misread; pydantic's ByteSize does the arithmetic."""
+    if isinstance(value, str) and not _SIZE.match(value):
+        raise ValueError("not a size: use bytes or a unit such as 8MiB (MB = 10^6 bytes, MiB = 2^20)")
     return value
 
 
@@ -65,8 +69,10 @@ def _check_listen(value: str) -> str:
     return value
 
 
-Size = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
+Size = Annotated[ByteSize, BeforeValidator(_parse_size), Field(gt=0)]
 Url = Annotated[str | None, AfterValidator(_check_url)]
+#: A field path and what is wrong with it.
+Problem = tuple[tuple[Any, ...], str]
 
 
 class _Model(BaseModel):
@@ -155,10 +161,11 @@ class Replication(_Model):
     exclude_prefixes: tuple[str, ...] = Field((), description="never replicate keys under these")
     replicate_deletes: bool = Field(True, description="delete replicas of keys deleted at the source")
     concurrency: int = Field(16, ge=1, le=1024, description="objects copied at once")
-    multipart_threshold: Size = Field(16 * 2**20, description="objects larger than this go multipart")
-    part_size: Size = Field(8 * 2**20, description="multipart part size (S3 needs >= 5MiB)")
+    multipart_threshold: Size = Field(ByteSize(16 * 2**20),
+                                      description="objects larger than this go multipart")
+    part_size: Size = Field(ByteSize(8 * 2**20), description="multipart part size (S3 needs >= 5MiB)")
     parts_in_flight: int = Field(4, ge=1, le=64, description="parts of one object buffered at once")
-    max_bytes_in_flight: Size = Field(48 * 2**20, description="bytes of object data held in "
+    max_bytes_in_flight: Size = Field(ByteSize(48 * 2**20), description="bytes of object data held in "
                                       "memory at once, across all copies")
     checksum_algorithm: Literal["sha256", "sha1", "crc32", "crc32c", "crc64nvme", "none"] = Field(
         "sha256", description="additional checksum sent with every write and checked against "
@@ -269,7 +276,7 @@ class Config(_Model):
         operator can run them without the service's credentials in the environment.
         """
         try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            raw = yaml.safe_load(_hide_refs(Path(path).read_text(encoding="utf-8")))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
@@ -279,15 +286,27 @@ class Config(_Model):
             raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-        return cls.parse(_expand(raw, (), need_secrets), origin=str(path))
+        unset: list[Problem] = []
+        return cls.parse(_expand(raw, (), need_secrets, unset), origin=str(path), problems=unset)
 
     @classmethod
-    def parse(cls, raw: dict[str, Any], origin: str = "config") -> Config:
+    def parse(cls, raw: dict[str, Any], origin: str = "config",
+              problems: Sequence[Problem] = ()) -> Config:
+        """Validate; one ConfigError naming every problem at once (``problems`` found before,
+        such as unset variables, come first), so a file is fixed in one go, not one by one."""
         try:
-            return cls.model_validate(raw)
+            config = cls.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ConfigError(f"{origin}: {_field_path(first['loc'])}: {_message(first)}") from None
+            # An error inside or around a field whose variable is unset only follows from it.
+            found = [*problems, *((e["loc"], _message(e)) for e in exc.errors()
+                                  if not any(_related(e["loc"], loc) for loc, _ in problems))]
+        else:
+            if not problems:
+                return config
+            found = list(problems)
+        text = "; ".join(f"{_field_path(loc)}: {message}" for loc, message in found)
+        count = f"{len(found)} problems: " if len(found) > 1 else ""
+        raise ConfigError(f"{origin}: {count}{text}") from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -306,23 +325,46 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(out.split())  # one line, whatever the problem text holds
 
 
-def _expand(value: Any, path: tuple[Any, ...], strict: bool) -> Any:
+def _hide_refs(text: str) -> str:
+    """The file's text with each ``${NAME}`` in a form YAML takes as plain text everywhere.
+
+    Expanding before parsing would make ``{key: ${NAME}}`` work too, but a value holding YAML
+    syntax (a secret with ``#``, ``: `` or ``}``) would then change the file's structure;
+    references are expanded after parsing instead (``_expand``), into the values only.
+    """
+    return _ENV_REF.sub(lambda m: f"$\ue000{m.group(1)}\ue001", text)
+
+
+def _show_refs(text: str) -> str:
+    return _HIDDEN_REF.sub(lambda m: f"${{{m.group(1)}}}", text)
+
+
+def _expand(value: Any, path: tuple[Any, ...], strict: bool, problems: list[Problem]) -> Any:
+    """Values with their ``${NAME}`` references replaced from the environment; each unset (or,
+    when ``strict``, empty) variable is appended to ``problems``, all of them, not the first."""
     if isinstance(value, dict):
-        return {k: _expand(v, (*path, k), strict) for k, v in value.items()}
+        shown = [(_show_refs(k) if isinstance(k, str) else k, v) for k, v in value.items()]
+        return {k: _expand(v, (*path, k), strict, problems) for k, v in shown}
     if isinstance(value, list):
-        return [_expand(v, (*path, i), strict) for i, v in enumerate(value)]
+        return [_expand(v, (*path, i), strict, problems) for i, v in enumerate(value)]
     if isinstance(value, str):
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
             found = os.environ.get(name)
             if strict and found is None:
-                raise ConfigError(f"{_field_path(path)}: environment variable {name} is not set")
+                problems.append((path, f"environment variable {name} is not set"))
             # An empty credential would silently mean "the ambient AWS chain": another identity.
-            if strict and found == "":
-                raise ConfigError(f"{_field_path(path)}: environment variable {name} is empty")
+            elif strict and found == "":
+                problems.append((path, f"environment variable {name} is empty"))
             return found or ""
-        return _ENV_REF.sub(lookup, value)
+        return _ENV_REF.sub(lookup, _show_refs(value))
     return value
+
+
+def _related(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Whether one field path contains the other (``credentials`` and ``credentials.key``);
+    the top level contains everything, so it counts as related to nothing."""
+    return bool(a and b) and (a[:len(b)] == b or b[:len(a)] == a)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -81,6 +82,10 @@ def test_dockerfile_copies_only_what_the_repository_has(stages: list[Stage]) -> 
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
         assert not dockerignored(source, patterns), f"COPY {source}: excluded by the .dockerignore"
     assert dockerignored(".venv/bin/python", patterns), "the build context must not carry .venv"
+    # `pip install .` reads these too: a build without them fails.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for needed in [project["readme"], *project.get("license-files", [])]:
+        assert needed in sources, f"pyproject.toml names {needed}, which the build stage lacks"
 
 
 def test_dockerfile_runs_the_daemon_as_a_non_root_user(stages: list[Stage]) -> None:

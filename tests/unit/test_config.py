@@ -85,6 +85,96 @@ def test_sizes_accept_units() -> None:
     assert (options.multipart_threshold, options.part_size) == (2**30, 8_000_000)
 
 
+@pytest.mark.parametrize(("size", "expected"), [
+    (8388608, 8388608), ("8388608", 8388608), ("8MiB", 8 * 2**20), ("64 MB", 64 * 10**6),
+    ("8mib", 8 * 2**20), ("512KiB", 512 * 2**10), ("2 kB", 2000), ("100B", 100), ("1TiB", 2**40),
+    ("1.5GiB", 3 * 2**29),  # pydantic's ByteSize takes fractions, which the old parser did not
+])
+def test_sizes_keep_what_each_unit_meant(size: object, expected: int) -> None:
+    """KB, MB, GB, TB are powers of 10 and KiB, MiB, GiB, TiB powers of 2, as they always were."""
+    raw = base_config()
+    raw["replication"]["part_size"] = size
+    assert Config.parse(raw).replication.part_size == expected
+
+
+@pytest.mark.parametrize("size", [
+    "lots", "8M", "8 k", "64Mb it", "8Mbit", "8MiB of parts", "-8MiB", "0", 0, "0.1B", 8.5])
+def test_sizes_refuse_what_could_be_misread(size: object) -> None:
+    """A bare letter (``8M``: a million bytes to pydantic, 8 MiB to rclone and docker), bits,
+    trailing words, and anything not above zero."""
+    raw = base_config()
+    raw["replication"]["part_size"] = size
+    with pytest.raises(ConfigError, match=r"replication\.part_size: "):
+        Config.parse(raw)
+
+
+def test_every_error_in_a_file_is_reported_at_once(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = base_config()
+    raw["regions"][2]["endpoint_url"] = "not a url"
+    raw["replication"]["part_size"] = "lots"
+    raw["source"]["colour"] = "blue"
+    raw["regions"][0]["credentials"] = {"access_key_id": "${NO_SUCH_KEY}",
+                                        "secret_access_key": "${NO_SUCH_SECRET}"}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        Config.load(path)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    assert message.startswith(f"{path}: 5 problems: "), message
+    for problem in ("regions[0].credentials.access_key_id: environment variable NO_SUCH_KEY is not set",
+                    "regions[0].credentials.secret_access_key: environment variable NO_SUCH_SECRET "
+                    "is not set",
+                    "source.colour: unknown field", "replication.part_size: not a size",
+                    "regions[2].endpoint_url: invalid URL"):
+        assert problem in message, (problem, message)
+    # What only follows from a missing variable (empty keys) is not a problem of its own.
+    assert "go together" not in message
+
+
+def test_one_error_reads_as_before() -> None:
+    raw = base_config()
+    raw["regions"][2]["endpoint_url"] = "not a url"
+    with pytest.raises(ConfigError) as caught:
+        Config.parse(raw, origin="c.yaml")
+    assert str(caught.value) == "c.yaml: regions[2].endpoint_url: invalid URL"
+
+
+def test_env_references_work_in_flow_style_mappings_and_lists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``{key: ${VAR}}`` is a YAML error to a plain parser (``{`` opens a mapping); the
+    loader keeps the reference whole, and expands it after parsing, so a value full of YAML
+    syntax is taken as it is, never parsed."""
+    text = (ROOT / "config" / "local.yaml").read_text(encoding="utf-8")
+    text = text.replace("credentials: {access_key_id: testing, secret_access_key: testing}",
+                        "credentials: {access_key_id: ${R_KEY}, secret_access_key: ${R_SECRET}}", 1)
+    text = text.replace("replication:\n", "replication:\n  include_prefixes: [${PREFIX}, logs/]\n", 1)
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("R_KEY", "AKIA1")
+    monkeypatch.setenv("R_SECRET", "a: b, {c}] #d")
+    monkeypatch.setenv("PREFIX", "img/")
+    config = Config.load(path)
+    assert config.source.credentials is not None
+    assert (config.source.credentials.access_key_id, config.source.credentials.secret_access_key) == (
+        "AKIA1", "a: b, {c}] #d")
+    assert config.replication.include_prefixes == ("img/", "logs/")
+    monkeypatch.delenv("R_SECRET")
+    with pytest.raises(ConfigError, match=r"source\.credentials\.secret_access_key: "
+                                          "environment variable R_SECRET is not set"):
+        Config.load(path)
+
+
+def test_a_yaml_error_after_a_reference_names_the_right_column(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("source: {bucket: ${BUCKET}, region: [}\n")
+    with pytest.raises(ConfigError, match=r"line 1, column 38: "):
+        Config.load(path)
+
+
 def test_prefix_filters() -> None:
     raw = base_config()
     raw["replication"].update(include_prefixes=["logs/", "img/"], exclude_prefixes=["logs/tmp/"])
