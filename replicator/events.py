@@ -27,6 +27,7 @@ from .feed import PollFeed
 from .metrics import Metrics
 from .model import Change, Kind
 from .queue import Message, SqsQueue
+from .stopping import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,7 @@ class EventsFeed:
                     await self._handle(message)
             except ReplicatorError as exc:
                 log.error("receiving from queue %s failed: %s", self.queue.name, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=5)
+                await sleep_or_stop(stop, 5)
 
     async def _handle(self, message: Message) -> None:
         try:
@@ -168,12 +168,10 @@ class EventsFeed:
                     await self.journal.extended([i for i, _ in due])
             except ReplicatorError as exc:
                 log.warning("acknowledging event messages failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=SETTLE_EVERY)
+            await sleep_or_stop(stop, SETTLE_EVERY)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(ReplicatorError):  # reported once, through health
                 await self.sweep.poll_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.feed.sweep_interval)
+            await sleep_or_stop(stop, self.feed.sweep_interval)

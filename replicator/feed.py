@@ -19,6 +19,7 @@ from .health import Health
 from .journal import DeleteGuard, Diff
 from .model import Listed
 from .s3 import ObjectStore
+from .stopping import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,4 @@ class PollFeed:
         while not stop.is_set():
             with contextlib.suppress(ReplicatorError):  # reported once, through health
                 await self.poll_once()
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, self.interval)

@@ -7,22 +7,31 @@ import json
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .errors import ConfigError
 
-if TYPE_CHECKING:
-    from .service import Service
+
+class StatusSource(Protocol):
+    """All the server needs of the service (``status.Status``)."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+    @property
+    def problems(self) -> dict[str, str]: ...
+    async def observe(self) -> None: ...
+    async def snapshot(self) -> dict[str, Any]: ...
 
 
 class StatusServer:
     """Serves the service's health and metrics on ``http.listen``."""
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    def __init__(self, status: StatusSource, listen: str) -> None:
+        self.status_source = status
+        self.listen = listen
         app = web.Application()
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
@@ -33,7 +42,7 @@ class StatusServer:
 
     async def start(self) -> None:
         """Listen on ``http.listen``; ConfigError naming it when the address cannot be used."""
-        listen = self.service.config.http.listen
+        listen = self.listen
         host, _, port = listen.rpartition(":")
         host = host.removeprefix("[").removesuffix("]")  # [::1]:9108, as an IPv6 URL writes it
         await self._runner.setup()
@@ -50,20 +59,20 @@ class StatusServer:
         await self._runner.cleanup()
 
     async def metrics(self, _: web.Request) -> web.Response:
-        await self.service.observe()
-        body = generate_latest(self.service.metrics.registry)
+        await self.status_source.observe()
+        body = generate_latest(self.status_source.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"alive": True})
 
     async def readyz(self, _: web.Request) -> web.Response:
-        problems = self.service.health.problems
+        problems = self.status_source.problems
         return web.json_response({"ready": not problems, "problems": problems},
                                  status=200 if not problems else 503)
 
     async def status(self, request: web.Request) -> web.Response:
-        snapshot = await self.service.snapshot()
+        snapshot = await self.status_source.snapshot()
         if request.query.get("format") == "json":
             return web.json_response(snapshot, dumps=lambda v: json.dumps(v, indent=2))
         return web.Response(text=_page(snapshot), content_type="text/html")
