@@ -79,7 +79,7 @@ def replica_is_intact(replica: Head, source_etag: str) -> bool:
         return replica.etag == (md5 or source_etag)
     written = replica.metadata.get(META_CHECKSUM, "")
     algorithm, _, value = written.partition(":")
-    return md5 is not None and replica.checksums.get(algorithm, value) == value
+    return replica.checksums.get(algorithm, value) == value
 
 
 def _marker_mtime(replica: Head) -> float:

@@ -17,7 +17,8 @@ from .model import RegionResult
 log = logging.getLogger(__name__)
 
 #: Failure reasons that say nothing about whether the region is reachable.
-NOT_AN_OUTAGE = frozenset({"throttled", "checksum_mismatch", "source_changed", "source_vanished"})
+NOT_AN_OUTAGE = frozenset({"throttled", "checksum_mismatch", "source_changed", "source_vanished",
+                           "archived", "replica_changed", "upload_lost"})
 #: Reasons that take a region out at once: no number of retries will fix them.
 IMMEDIATE = frozenset({"no_such_bucket", "access_denied", "clock_skew"})
 UNCHECKED = "unknown: not checked yet"

@@ -296,9 +296,9 @@ def _head(resp: dict[str, Any]) -> Head:
 
 _CODES: dict[str, type[errors.ReplicatorError]] = {
     "NoSuchBucket": errors.NoSuchBucket,
+    "NoSuchUpload": errors.NoSuchKey,  # aborting one already gone
     "NoSuchKey": errors.NoSuchKey,
     "404": errors.NoSuchKey,
-    "NoSuchUpload": errors.NoSuchKey,
     "NotFound": errors.NoSuchKey,
     "AccessDenied": errors.AccessDenied,
     "403": errors.AccessDenied,
@@ -345,8 +345,13 @@ def _from_client_error(store: str, op: str, exc: ClientError) -> errors.Replicat
     if code in _THROTTLE_CODES or status in (429, 503) and code not in _CODES:
         headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         return errors.Throttled(message, retry_after=_retry_after(headers.get("retry-after")))
-    if op in _CONDITIONAL_WRITES and (code == "PreconditionFailed" or status == 412):
+    if op in _CONDITIONAL_WRITES and (code in ("PreconditionFailed", "NoSuchKey")
+                                      or status in (404, 412)):
+        # If-Match on a replica deleted since it was probed answers 404: it changed too.
         return errors.ReplicaChanged(message)
+    if code == "NoSuchUpload" and op != "AbortMultipartUpload":  # aborted under us, or lost by
+        # the store (rclone loses an upload whose part it refused): start the copy again
+        return errors.TransientError(message, reason="upload_lost")
     if code == "ConditionalRequestConflict" or status == 409 and op in _CONDITIONAL_WRITES:
         return errors.ReplicaChanged(message)  # a concurrent conditional write won the race
     if code in _CODES:

@@ -75,6 +75,9 @@ def test_two_replicas_share_one_queue(world: World, kill_one: bool) -> None:
         for i in range(1000):
             world.put(f"w/{i:04d}", b"%d" % i)
             if kill_one and i == 300:
+                # Killed mid-work, not before its first copy (on a loaded machine it may
+                # still be starting): the point is the work it held when it died.
+                wait_for(lambda: _copies(logs[0]), timeout=120, what="replica 1's first copy")
                 daemons[0].send_signal(signal.SIGKILL)
                 daemons[0].wait()
         want = set(world.etags("source"))

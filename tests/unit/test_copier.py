@@ -237,9 +237,6 @@ async def test_a_multipart_copy_in_an_encrypted_region_is_current_next_time(
     assert [r.outcome for r in await copier.apply(change, ["kms"])] == [Outcome.SKIPPED]
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a single-part replica of a plain source in an "
-                   "SSE-KMS region carries no md5 marker, so replica_is_intact cannot prove it "
-                   "and every probe or audit copies it again (reported; fix belongs in copier.py)")
 async def test_a_single_part_copy_in_an_encrypted_region_is_current_next_time(
         source: MemoryStore, uploads: UploadLog) -> None:
     kms = MemoryStore("kms", encrypted=True)

@@ -77,9 +77,6 @@ def test_failures_that_say_nothing_about_reachability_never_open_it(reason: str)
     assert health.allowed(["r1"]) == {"r1"}
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: `archived` is not in NOT_AN_OUTAGE, so a few "
-                   "archived source objects mark the source out of service (reported; the fix "
-                   "belongs in health.py)")
 def test_an_archived_source_object_is_not_a_source_outage() -> None:
     health, _ = make_health(failures=3)
     health.ok("source")

@@ -175,3 +175,14 @@ def test_a_412_on_a_replica_write_means_the_replica_changed_not_the_source() -> 
 def test_an_archived_source_is_permanent_with_its_own_reason() -> None:
     exc = _from_client_error("source", "GetObject", _client_error("InvalidObjectState", 403))
     assert isinstance(exc, errors.PermanentError) and exc.reason == "archived"
+
+
+def test_a_replica_gone_under_a_conditional_write_or_a_lost_upload_is_not_a_vanished_source() -> None:
+    """A 404 to If-Match means the replica changed (re-plan); a lost upload is retried.
+    Neither is `source_vanished`, a permanent reason that would park the row."""
+    gone = _from_client_error("r1", "PutObject", _client_error("NoSuchKey", 404))
+    assert isinstance(gone, errors.ReplicaChanged)
+    lost = _from_client_error("r1", "UploadPart", _client_error("NoSuchUpload", 404))
+    assert isinstance(lost, errors.RetryableError) and lost.reason == "upload_lost"
+    assert isinstance(_from_client_error("r1", "AbortMultipartUpload",
+                                         _client_error("NoSuchUpload", 404)), errors.NoSuchKey)

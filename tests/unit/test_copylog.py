@@ -1,5 +1,5 @@
-"""The lag benchmark reads the daemon's ``--log-format json`` records: the records the
-scheduler and the service really write, parsed back into copies with their times."""
+"""testing.copylog, the lag benchmark's reader of ``--log-format json`` logs: the records
+the scheduler and the service really write, parsed back into copies with their times."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.daemons import CopyLog
 from replicator.logs import JsonFormatter
 from replicator.model import Change, Kind, Outcome, RegionResult
 from replicator.scheduler import _log_result
+from testing.copylog import CopyLog
 
 #: Keys a regex over the plain line had to unescape: quotes of both kinds, a line break,
 #: a separator that ends a line elsewhere, a control character, non-ASCII.
