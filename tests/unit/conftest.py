@@ -6,10 +6,14 @@ fixtures of ``tests/conftest.py`` (the S3 servers) are never requested, so none 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 
 from replicator.config import Replication
 from replicator.copier import Copier
+from replicator.journal import Journal
 from testing.fakes import MemoryStore
 
 REGIONS = ("r1", "r2", "r3")
@@ -48,6 +52,15 @@ def source() -> MemoryStore:
 @pytest.fixture
 def regions() -> dict[str, MemoryStore]:
     return {name: MemoryStore(name) for name in REGIONS}
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    opened = await Journal(tmp_path / "journal.db").open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture

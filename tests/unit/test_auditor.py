@@ -4,8 +4,6 @@ the repairs it queues and the deletes it holds (on the real journal, a temp SQLi
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -22,25 +20,6 @@ from testing.fakes import MemoryStore, md5_etag
 from .conftest import REGIONS, options
 
 ALL = list(REGIONS)
-
-
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
-    opened = await Journal(tmp_path / "journal.db").open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
-def source() -> MemoryStore:
-    return MemoryStore("source")
-
-
-@pytest.fixture
-def regions() -> dict[str, MemoryStore]:
-    return {name: MemoryStore(name) for name in REGIONS}
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -90,15 +89,6 @@ def make_rig(journal: Journal, *, retry: Retry = RETRY, concurrency: int = 4,
                           retry=retry, replicate_deletes=True, wants=lambda key: True,
                           metrics=metrics, health=health)
     return Rig(journal, source, regions, scheduler, health, registry)
-
-
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
-    opened = await Journal(tmp_path / "journal.db").open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture
