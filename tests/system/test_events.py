@@ -58,7 +58,13 @@ def _copies(log: Path) -> list[tuple[str, str]]:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("kill_one", [False, True], ids=["share", "kill-9"])
 def test_two_replicas_share_one_queue(world: World, kill_one: bool) -> None:
-    overrides = events_overrides(feed__sweep_interval=3600, feed__visibility_timeout=3)
+    # max_receives at the service's default (5), not the 2 of the other event tests: with 2, a
+    # message the killed replica took once and saw again after a slow moment (a loaded machine)
+    # goes to the dead-letter queue on replica 2's first receive, and only the hourly sweep
+    # would bring its key back. Dead-lettering only for a failure of the message's own is
+    # an open item of the gray-failures issue.
+    overrides = events_overrides(feed__sweep_interval=3600, feed__visibility_timeout=3,
+                                 feed__max_receives=5)
     config, proc = setup(world, **overrides)
     assert proc.returncode == 0, proc.stderr
     raw = world.raw_config(**overrides)
