@@ -296,7 +296,7 @@ def _head(resp: dict[str, Any]) -> Head:
 
 _CODES: dict[str, type[errors.ReplicatorError]] = {
     "NoSuchBucket": errors.NoSuchBucket,
-    "NoSuchUpload": errors.NoSuchKey,  # aborting one already gone
+    "NoSuchUpload": errors.NoSuchKey,  # aborting one already gone; rclone's "no uploads"
     "NoSuchKey": errors.NoSuchKey,
     "404": errors.NoSuchKey,
     "NotFound": errors.NoSuchKey,
@@ -349,8 +349,8 @@ def _from_client_error(store: str, op: str, exc: ClientError) -> errors.Replicat
                                       or status in (404, 412)):
         # If-Match on a replica deleted since it was probed answers 404: it changed too.
         return errors.ReplicaChanged(message)
-    if code == "NoSuchUpload" and op != "AbortMultipartUpload":  # aborted under us, or lost by
-        # the store (rclone loses an upload whose part it refused): start the copy again
+    if code == "NoSuchUpload" and op in ("UploadPart", "CompleteMultipartUpload"):  # aborted
+        # under us, or lost by the store (rclone loses an upload whose part it refused): copy again
         return errors.TransientError(message, reason="upload_lost")
     if code == "ConditionalRequestConflict" or status == 409 and op in _CONDITIONAL_WRITES:
         return errors.ReplicaChanged(message)  # a concurrent conditional write won the race
