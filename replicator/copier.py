@@ -32,7 +32,7 @@ from .model import (
     RegionResult,
     Written,
 )
-from .plan import Chunk, Plan, plan
+from .plan import Chunk, Plan, plan, stored_checksum
 from .s3 import Head, NewObject, ObjectStore
 from .verifier import Digest, ReadProof, check_written, composite_etag, digest
 
@@ -87,11 +87,6 @@ def _marker_mtime(replica: Head) -> float:
         return float(replica.metadata.get(META_SOURCE_MTIME, "0"))
     except ValueError:
         return 0.0
-
-
-def _plain_checksum(head: Head) -> tuple[str, str] | None:
-    """A single-part object's stored checksum of its bytes, if it has one."""
-    return next(((alg, v) for alg, v in head.checksums.items() if "-" not in v), None)
 
 
 def _failed(region: str, exc: BaseException, *, at_source: bool = False) -> RegionResult:
@@ -210,7 +205,7 @@ class Copier:
         whole = None
         if not head.etag_is_md5:  # encrypted: only a stored checksum can prove the read
             stored = await self.source.head(change.key, checksums=True)
-            whole = _plain_checksum(stored) if stored is not None else None
+            whole = stored_checksum(stored) if stored is not None else None
         proof = ReadProof(change.key, change.etag, head.etag_is_md5, None, whole)
         sent = await self._digest(body, proof)
         proof.finish(len(body))

@@ -121,7 +121,7 @@ def _part_checksum(head: Head) -> tuple[str, str] | None:
     of a composite-checksum object; a full-object checksum is the whole object's."""
     if not head.ranged or head.checksum_type == "FULL_OBJECT":
         return None
-    return _usable(head)
+    return stored_checksum(head)
 
 
 def _whole(head: Head, multipart: bool) -> tuple[str, str] | None:
@@ -134,10 +134,11 @@ def _whole(head: Head, multipart: bool) -> tuple[str, str] | None:
     if multipart and head.parts_count is not None and \
             not (head.ranged and head.checksum_type == "FULL_OBJECT"):
         return None
-    return _usable(head)
+    return stored_checksum(head)
 
 
-def _usable(head: Head) -> tuple[str, str] | None:
+def stored_checksum(head: Head) -> tuple[str, str] | None:
+    """A checksum the answer carries of its bytes (not a composite of part checksums)."""
     for algorithm in ALGORITHMS:
         value = head.checksums.get(algorithm)
         if value and "-" not in value:  # "-N": a checksum of checksums, not of bytes
